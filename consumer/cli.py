@@ -1,0 +1,63 @@
+"""The ``crisp-lifecycle`` command line.
+
+Each module of `consumer.commands` owns one command (or group of commands)
+and exposes ``register(subparsers)``; this module only collects them, sets up
+logging once, and turns errors into exit codes: 0 done, 1 a check failed or a
+fatal error, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from consumer import commands
+from consumer.errors import FatalError, LifecycleError
+from consumer.logs import configure_logging
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser with every command of `consumer.commands`."""
+    parser = argparse.ArgumentParser(
+        prog="crisp-lifecycle",
+        description="Kafka events to customer lifecycle stages in Crisp.",
+    )
+    parser.add_argument(
+        "--log-level", default="info", help="debug, info, warning or error"
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module_info in sorted(pkgutil.iter_modules(commands.__path__)):
+        module = importlib.import_module(f"{commands.__name__}.{module_info.name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command and return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except FatalError as exc:
+        structlog.get_logger().error("fatal_error", error=str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except LifecycleError as exc:
+        structlog.get_logger().error("command_failed", error=str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

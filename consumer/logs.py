@@ -1,0 +1,54 @@
+"""Configure structlog once, at the entry point.
+
+JSON lines when standard error is not a terminal, readable console output
+when it is. Emails and secrets never reach a log line: the `redact` processor
+masks any field whose name says it holds one, whatever the caller passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_SECRET_FIELDS = frozenset(
+    {"email", "password", "token", "token_key", "crisp_key", "secret", "api_key"}
+)
+
+
+def redact(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Mask fields that hold emails or secrets."""
+    for key in event_dict.keys() & _SECRET_FIELDS:
+        if event_dict[key] is not None:
+            event_dict[key] = "***"
+    return event_dict
+
+
+def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
+    """Set up structlog for the whole process; safe to call again."""
+    numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    if json is None:
+        json = not sys.stderr.isatty()
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
