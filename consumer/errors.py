@@ -12,6 +12,9 @@ branch tells the caller what to do with it::
     │       └── CrispQuotaExceeded   (423: pause until the quota resets)
     ├── RecordError           set the record aside (dead letter), keep going
     │   ├── DecodeError       bytes that are not a valid event
+    │   │   ├── TombstoneRecord   a null value (reason tombstone)
+    │   │   ├── RecordTooLarge    over the size limit (reason too_large)
+    │   │   └── BadContactId      empty or over-long contact id
     │   ├── UnknownSchemaError
     │   ├── PlanViolation     an event the plan refuses
     │   └── CrispRejected     a 4xx Crisp will refuse again (parked)
@@ -108,6 +111,24 @@ class CrispRejected(RecordError):
         super().__init__(message)
         self.status = status
         self.body = body
+
+
+class TombstoneRecord(DecodeError):
+    """The message has no value: a tombstone is never an event."""
+
+    reason = "tombstone"
+
+
+class RecordTooLarge(DecodeError):
+    """The value is larger than the decoder accepts."""
+
+    reason = "too_large"
+
+
+class BadContactId(DecodeError):
+    """The decoded contact id is empty or longer than the limit."""
+
+    reason = "bad_contact_id"
 
 
 class FatalError(LifecycleError):
