@@ -67,8 +67,13 @@ rotate_log() {
 }
 
 # Run maven with its local repository inside .cache, so that nothing outside
-# the checkout is needed and a second run downloads nothing.
+# the checkout is needed and a second run downloads nothing. Its output is
+# shown only when it fails.
 mvn_local() {
+    local output
     command -v mvn >/dev/null 2>&1 || die "mvn not found on PATH"
-    mvn -B -q -Dstyle.color=never -Dmaven.repo.local="${CACHE_DIR}/m2" "$@"
+    if ! output=$(mvn -B -q -Dmaven.repo.local="${CACHE_DIR}/m2" "$@" 2>&1); then
+        printf '%s\n' "${output}" >&2
+        die "maven failed: mvn $*"
+    fi
 }
