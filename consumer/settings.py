@@ -34,6 +34,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "health_port": ("LIFECYCLE_HEALTH_PORT", "8000"),
     "health_host": ("LIFECYCLE_HEALTH_HOST", "127.0.0.1"),
     "batch_size": ("LIFECYCLE_BATCH_SIZE", "2000"),
+    "max_event_bytes": ("LIFECYCLE_MAX_EVENT_BYTES", "1048576"),
     "stall_timeout_s": ("LIFECYCLE_STALL_TIMEOUT_S", "60"),
     "outbox_pause_depth": ("LIFECYCLE_OUTBOX_PAUSE_DEPTH", "50000"),
     "outbox_pause_age_s": ("LIFECYCLE_OUTBOX_PAUSE_AGE_S", "3600"),
@@ -68,6 +69,7 @@ class Settings:
     health_port: int
     health_host: str
     batch_size: int
+    max_event_bytes: int
     stall_timeout_s: float
     outbox_pause_depth: int
     outbox_pause_age_s: float

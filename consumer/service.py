@@ -1,0 +1,546 @@
+"""The poll loop of ``crisp-lifecycle run``: Kafka in, Redis state out.
+
+One `Service` per process. It follows DESIGN.md's data flow:
+
+1. consume a batch (many messages per poll) from the partitions it owns;
+2. decode each message and check it against the plan; anything that cannot
+   be an event goes to the dead-letter topic with its reason and bytes;
+3. apply each partition's events with `consumer.processor.Processor`, which
+   announces transitions before it writes the contacts (fenced, atomic per
+   contact) with their outbox entries;
+4. store the next offset in Redis and in the consumer; librdkafka commits it.
+
+A transient failure (Redis, registry or broker) pauses every partition and
+retries the same batch with backoff, polling meanwhile so the process stays
+in its group; nothing is skipped. Rebalances use cooperative-sticky
+assignment: on assignment each partition starts at the offset Redis stored
+when that is ahead of the committed one; on revocation its pending work is
+dropped, never written.
+
+The clock of time-based transitions: while a partition is behind, only its
+events advance contacts (event time, as in a replay); once it has caught up
+with its high watermark, due timers fire at wall-clock time less a short
+grace for late events. So a live run and a replay of the same events agree.
+
+The Crisp relay (`consumer.relay`) runs on a thread of its own: the poll loop
+never waits on Crisp. When the outbox of the owned partitions grows past a
+depth or an age, the loop pauses its partitions instead of leaving the group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import structlog
+from confluent_kafka import (
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+
+from consumer import health as metrics
+from consumer.codec import EventCodec, TransitionCodec
+from consumer.engine import Transition
+from consumer.errors import (
+    BadContactId,
+    ConfigError,
+    KafkaUnavailable,
+    PlanViolation,
+    RecordError,
+    RetryableError,
+)
+from consumer.events import Event
+from consumer.health import Health, HealthServer
+from consumer.plan import Plan, check_event
+from consumer.processor import Offset, Processor
+from consumer.publish import Publisher
+from consumer.ratelimit import RetryPolicy
+from consumer.registry import RegistryClient, value_subject
+from consumer.relay import Relay
+from consumer.settings import Settings
+from consumer.store import Store, connect
+
+log = structlog.get_logger("consumer.service")
+
+#: Late events within this many milliseconds of wall time still fire
+#: timers in event order; a timer fires this long after it is due.
+TIMER_GRACE_MS = 2_000
+TICK_S = 1.0
+#: Timer batches fired per partition and tick; the rest waits a tick.
+MAX_TIMER_ROUNDS = 20
+
+
+def wall_clock_ms() -> int:
+    """Return the wall-clock time in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+class Service:
+    """Consume, apply, write, commit; until stopped or caught up."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        plan: Plan,
+        *,
+        until_caught_up: bool = False,
+        relay: bool = True,
+        sync: bool = True,
+        retry: RetryPolicy | None = None,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.settings = settings
+        self.plan = plan
+        self.topic = settings.topic
+        self.until_caught_up = until_caught_up
+        self.retry = retry or RetryPolicy(base_s=0.5, cap_s=30.0)
+        self.clock_ms = clock_ms
+        registry = (
+            RegistryClient(settings.schema_registry)
+            if settings.schema_registry
+            else None
+        )
+        self.codec = EventCodec(
+            registry,
+            subject=value_subject(settings.topic),
+            max_value_bytes=settings.max_event_bytes,
+        )
+        self.store = Store(connect(settings.redis_url), settings.namespace)
+        self.processor = Processor(
+            plan,
+            self.store,
+            self.topic,
+            wall_clock_ms=clock_ms,
+            sync=sync,
+            dry_run=not settings.crisp_configured,
+        )
+        self.publisher = Publisher(
+            settings.kafka_config(),
+            settings.transitions_topic,
+            settings.dead_letter_topic,
+            TransitionCodec(
+                registry, subject=value_subject(settings.transitions_topic)
+            ),
+        )
+        self.health = Health(settings.stall_timeout_s)
+        self.relay = (
+            Relay(settings, plan, self.store, self.health, self.owned_partitions)
+            if relay and sync
+            else None
+        )
+        self._consumer: Consumer | None = None
+        self._assigned: frozenset[int] = frozenset()
+        self._next: dict[int, int] = {}
+        self._high: dict[int, int] = {}
+        self._start_high: dict[int, int] | None = None
+        self._pause_reasons: set[str] = set()
+        self._stopping = threading.Event()
+        self._last_tick = 0.0
+        self._log = log.bind(topic=self.topic, group=settings.group)
+
+    # -- public ----------------------------------------------------------------
+
+    def owned_partitions(self) -> frozenset[int]:
+        """Return the partitions this process owns now (thread-safe read)."""
+        return self._assigned
+
+    def stop(self) -> None:
+        """Ask the loop to finish its batch, commit and return."""
+        self._stopping.set()
+
+    def run(self) -> int:
+        """Run until stopped (or caught up); return the exit code."""
+        self._install_signals()
+        self._log.info("service_starting", settings=self.settings.describe())
+        server = HealthServer(
+            self.health, self.settings.health_host, self.settings.health_port
+        )
+        server.start()
+        self._log.info("health_listening", port=server.port)
+        consumer = self._consumer = Consumer(self._consumer_config())
+        try:
+            if self.until_caught_up:
+                self._start_high = self._high_watermarks(consumer)
+            consumer.subscribe(
+                [self.topic],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+            if self.relay is not None:
+                self.relay.start()
+            while not self._stopping.is_set():
+                messages = consumer.consume(self.settings.batch_size, timeout=0.5)
+                if messages:
+                    self._handle(messages)
+                self.health.progress()
+                if time.monotonic() - self._last_tick >= TICK_S:
+                    self._tick()
+                    if self._done():
+                        self._log.info("caught_up")
+                        break
+        finally:
+            self._shutdown(consumer, server)
+        return 0
+
+    # -- configuration ---------------------------------------------------------
+
+    def _consumer_config(self) -> dict[str, Any]:
+        return self.settings.kafka_config(
+            **{
+                "group.id": self.settings.group,
+                "enable.auto.commit": True,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "enable.partition.eof": False,
+            }
+        )
+
+    def _high_watermarks(self, consumer: Consumer) -> dict[int, int]:
+        metadata = consumer.list_topics(self.topic, timeout=10)
+        topic = metadata.topics.get(self.topic)
+        if topic is None or topic.error is not None:
+            raise ConfigError(f"topic {self.topic!r} does not exist")
+        return {
+            partition: consumer.get_watermark_offsets(
+                TopicPartition(self.topic, partition), timeout=10
+            )[1]
+            for partition in topic.partitions
+        }
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            self._log.info("stop_requested", signal=signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    # -- rebalances ------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        committed = consumer.committed(partitions, timeout=30)
+        for tp, done in zip(partitions, committed, strict=True):
+            start = done.offset
+            stored = self._stored_offset(tp.partition)
+            if stored is not None and stored > start:
+                start = stored
+            if start < 0:
+                start = consumer.get_watermark_offsets(tp, timeout=10)[0]
+            tp.offset = start
+            self._next[tp.partition] = start
+        consumer.incremental_assign(partitions)
+        if self._pause_reasons:
+            consumer.pause(partitions)
+        self._assigned = self._assigned | {tp.partition for tp in partitions}
+        self.health.ready()
+        self._log.info(
+            "partitions_assigned",
+            partitions={tp.partition: tp.offset for tp in partitions},
+        )
+
+    def _stored_offset(self, partition: int) -> int | None:
+        # Only an optimisation: contacts skip what they already applied, so
+        # an unreachable Redis here just means re-reading a few messages.
+        try:
+            return self.store.stored_offset(self.topic, partition)
+        except RetryableError:
+            return None
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._release(partitions)
+        offsets = [
+            TopicPartition(self.topic, tp.partition, self._next[tp.partition])
+            for tp in partitions
+            if tp.partition in self._next
+        ]
+        if offsets:
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                self._log.warning("commit_on_revoke_failed", error=str(exc))
+        consumer.incremental_unassign(partitions)
+        self._log.info("partitions_revoked", partitions=[p.partition for p in partitions])
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._release(partitions)
+        consumer.incremental_unassign(partitions)
+        self._log.warning("partitions_lost", partitions=[p.partition for p in partitions])
+
+    def _release(self, partitions: list[TopicPartition]) -> None:
+        gone = {tp.partition for tp in partitions}
+        self._assigned = self._assigned - gone
+        for partition in gone:
+            self._next.pop(partition, None)
+            self._high.pop(partition, None)
+            with contextlib.suppress(KeyError):
+                metrics.LAG.remove(str(partition))
+
+    # -- batches ---------------------------------------------------------------
+
+    def _handle(self, messages: list[Message]) -> None:
+        by_partition: dict[int, list[Message]] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                self._consumer_error(error)
+                continue
+            by_partition.setdefault(message.partition(), []).append(message)
+        for partition, batch in by_partition.items():
+            items: list[Offset] = []
+            if not self._retrying(partition, lambda: items.extend(self._decode(batch))):
+                continue
+            if not self._retrying(partition, lambda: self._apply(partition, items)):
+                continue
+            next_offset = batch[-1].offset() + 1
+            if not self._retrying(
+                partition,
+                lambda: self.store.raise_offset(self.topic, partition, next_offset),
+            ):
+                continue
+            self._store_offset(partition, next_offset)
+
+    def _consumer_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            raise KafkaUnavailable(f"fatal consumer error: {error}")
+        self._log.warning("consumer_error", error=str(error), code=error.code())
+
+    def _decode(self, batch: list[Message]) -> list[Offset]:
+        """Decode a partition's messages; dead-letter the ones that fail."""
+        items: list[Offset] = []
+        for message in batch:
+            try:
+                event = self._event(message)
+            except RecordError as exc:
+                self.publisher.dead_letter(message, exc.reason, str(exc))
+                metrics.EVENTS.labels("dead_letter").inc()
+                self._log.error(
+                    "record_dead_lettered",
+                    partition=message.partition(),
+                    offset=message.offset(),
+                    reason=exc.reason,
+                    error=str(exc),
+                )
+                continue
+            items.append(Offset(message.offset(), event))
+        self.publisher.flush()
+        return items
+
+    def _event(self, message: Message) -> Event:
+        event = self.codec.decode(message.value())
+        key = message.key()
+        if key is None or key != event.contact_id.encode():
+            raise BadContactId(
+                "message key does not match the event's contact_id",
+                raw=message.value(),
+            )
+        verdict = check_event(self.plan, event)
+        if not verdict.accepted:
+            raise PlanViolation(verdict.problem or "not in plan", raw=message.value())
+        if verdict.problem:
+            metrics.EVENTS.labels("reported").inc()
+            self._log.warning(
+                "event_not_in_plan",
+                contact_id=event.contact_id,
+                event=event.name,
+                reason=verdict.reason,
+                problem=verdict.problem,
+            )
+        return event
+
+    def _apply(self, partition: int, items: list[Offset]) -> None:
+        if not items:
+            return
+        with metrics.BATCH_SECONDS.time():
+            result = self.processor.process(partition, items, self._announce)
+        metrics.EVENTS.labels("applied").inc(result.applied)
+        metrics.EVENTS.labels("duplicate").inc(result.duplicates)
+        self._log.debug(
+            "batch_applied",
+            partition=partition,
+            applied=result.applied,
+            duplicates=result.duplicates,
+            transitions=len(result.transitions),
+            conflicts=result.conflicts,
+        )
+
+    def _announce(self, transitions: list[Transition]) -> None:
+        if not transitions:
+            return
+        self.publisher.transitions(transitions)
+        self.publisher.flush()
+        for transition in transitions:
+            metrics.TRANSITIONS.labels(transition.lifecycle, transition.to_stage).inc()
+            self._log.info(
+                "stage_changed",
+                contact_id=transition.contact_id,
+                lifecycle=transition.lifecycle,
+                from_stage=transition.from_stage,
+                to_stage=transition.to_stage,
+                rule=transition.rule_id,
+            )
+
+    def _store_offset(self, partition: int, next_offset: int) -> None:
+        if partition not in self._assigned or self._consumer is None:
+            return
+        self._next[partition] = next_offset
+        self._consumer.store_offsets(
+            offsets=[TopicPartition(self.topic, partition, next_offset)]
+        )
+
+    def _retrying(self, partition: int, action: Callable[[], None]) -> bool:
+        """Run ``action`` until it succeeds; False if the partition went away."""
+        attempt = 0
+        try:
+            while True:
+                if partition not in self._assigned:
+                    return False
+                if attempt and self._stopping.is_set():
+                    self._log.warning("batch_abandoned_on_stop", partition=partition)
+                    return False
+                try:
+                    action()
+                    return True
+                except RetryableError as exc:
+                    attempt += 1
+                    delay = self.retry.delay_s(attempt)
+                    self._log.warning(
+                        "transient_failure",
+                        partition=partition,
+                        error=str(exc),
+                        attempt=attempt,
+                        retry_in_s=round(delay, 2),
+                    )
+                    self._pause("retry")
+                    self._idle(delay)
+        finally:
+            if attempt:
+                self._resume("retry")
+
+    def _idle(self, seconds: float) -> None:
+        """Wait while paused, serving rebalances and staying in the group."""
+        deadline = time.monotonic() + seconds
+        consumer = self._consumer
+        while consumer is not None and time.monotonic() < deadline:
+            for message in consumer.consume(100, timeout=min(0.5, seconds)):
+                if message.error() is None:
+                    # A partition assigned while we waited and not yet paused:
+                    # read it again later rather than drop it.
+                    consumer.seek(
+                        TopicPartition(self.topic, message.partition(), message.offset())
+                    )
+            self.health.progress()
+            if self._stopping.is_set():
+                return
+
+    def _pause(self, reason: str) -> None:
+        if not self._pause_reasons and self._consumer is not None:
+            self._consumer.pause(self._owned_topic_partitions())
+            metrics.PAUSED.set(1)
+            self._log.info("partitions_paused", reason=reason)
+        self._pause_reasons.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        if reason not in self._pause_reasons:
+            return
+        self._pause_reasons.discard(reason)
+        if not self._pause_reasons and self._consumer is not None:
+            self._consumer.resume(self._owned_topic_partitions())
+            metrics.PAUSED.set(0)
+            self._log.info("partitions_resumed", reason=reason)
+
+    def _owned_topic_partitions(self) -> list[TopicPartition]:
+        return [TopicPartition(self.topic, p) for p in sorted(self._assigned)]
+
+    # -- timers, lag, backpressure -------------------------------------------------
+
+    def _tick(self) -> None:
+        self._last_tick = time.monotonic()
+        consumer = self._consumer
+        if consumer is None:
+            return
+        now_ms = self.clock_ms()
+        for partition in sorted(self._assigned):
+            high = consumer.get_watermark_offsets(
+                TopicPartition(self.topic, partition), timeout=5, cached=False
+            )[1]
+            self._high[partition] = high
+            behind = max(high - self._next.get(partition, high), 0)
+            metrics.LAG.labels(str(partition)).set(behind)
+            if behind == 0:
+                self._retrying(
+                    partition,
+                    lambda p=partition: self._fire_timers(p, now_ms - TIMER_GRACE_MS),
+                )
+        self._backpressure(now_ms)
+
+    def _fire_timers(self, partition: int, now_ms: int) -> None:
+        key = self.store.timers_key(self.topic, partition)
+        for _ in range(MAX_TIMER_ROUNDS):
+            if not self.store.due_members(key, now_ms, 1):
+                return
+            self.processor.fire_timers(partition, now_ms, self._announce)
+
+    def _backpressure(self, now_ms: int) -> None:
+        if self.relay is None:
+            return
+        keys = [self.store.outbox_key(self.topic, p) for p in self._assigned]
+        try:
+            depth, earliest = self.store.index_depth(keys)
+        except RetryableError:
+            return
+        age_s = max((now_ms - earliest) / 1000, 0.0) if earliest is not None else 0.0
+        metrics.OUTBOX_DEPTH.set(depth)
+        metrics.OUTBOX_AGE.set(age_s)
+        too_deep = depth > self.settings.outbox_pause_depth
+        too_old = age_s > self.settings.outbox_pause_age_s
+        if too_deep or too_old:
+            self._pause("backpressure")
+        elif depth <= self.settings.outbox_pause_depth // 2:
+            self._resume("backpressure")
+
+    def _done(self) -> bool:
+        if self._start_high is None or not self._assigned:
+            return False
+        for partition in self._assigned:
+            if self._next.get(partition, 0) < self._start_high.get(partition, 0):
+                return False
+        now_ms = self.clock_ms() - TIMER_GRACE_MS
+        for partition in self._assigned:
+            key = self.store.timers_key(self.topic, partition)
+            if self.store.due_members(key, now_ms, 1):
+                return False
+        if self.relay is not None:
+            keys = [self.store.outbox_key(self.topic, p) for p in self._assigned]
+            depth, _ = self.store.index_depth(keys)
+            if depth or self.relay.busy():
+                return False
+        return True
+
+    # -- shutdown ----------------------------------------------------------------
+
+    def _shutdown(self, consumer: Consumer, server: HealthServer) -> None:
+        if self.relay is not None:
+            self.relay.stop()
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            # Nothing stored since the last commit is the usual case here.
+            self._log.debug("final_commit_skipped", error=str(exc))
+        consumer.close()
+        self.publisher.close()
+        server.stop()
+        self._log.info("service_stopped")

@@ -1,0 +1,466 @@
+"""The Redis layout: every key of a namespace, and the scripts that write them.
+
+Layout: one hash per contact, fenced by a revision
+-----------------------------------------------------
+DESIGN.md allows a hash tag per Kafka partition or one per contact. This
+module keeps *everything* a contact needs in one hash, so that every atomic
+step touches exactly one key. That works unchanged on Redis Cluster (a
+one-key script is always within one slot), spreads contacts over every slot
+instead of one slot per partition, and lets a batch that was interrupted
+halfway simply be replayed:
+
+* ``o`` holds the offset of the last event applied to the contact, so an
+  event at or below it is skipped (effectively once after a crash);
+* ``r`` is a revision that every writer compares and bumps, so a revoked
+  (zombie) consumer or a concurrent relay can never overwrite newer state: a
+  writer whose read is stale gets a conflict, reloads and reapplies.
+
+Partition-wide indexes (due timers, due outbox entries) are derived data in
+sorted sets of their own. They are written *before* the contact they point
+to, so a crash between the two leaves a spurious entry, never a missing one;
+whoever pops an entry re-reads the contact and drops entries that no longer
+hold.
+
+Keys, with ``P`` the namespace::
+
+    P:c:<contact_id>           hash  the contact (fields below)
+    P:timers:{<topic>:<p>}     zset  contact_id -> next engine check, ms
+    P:outbox:{<topic>:<p>}     zset  contact_id -> next Crisp sync, ms
+    P:parked                   zset  contact_id -> parked at, ms
+    P:offsets                  hash  "<topic>:<p>" -> next offset to read
+
+Contact fields: ``r`` revision, ``p`` partition, ``o`` last applied offset,
+``s`` engine state (`consumer.engine.encode_state`), ``e`` email, ``i`` Crisp
+people id, ``d`` desired Crisp state waiting to be sent (JSON), ``od`` its due
+time, ``of`` when it first became pending, ``n`` failed attempts, ``x`` why it
+is parked, ``l`` the state last sent to Crisp, ``L`` the same in dry run.
+Emails are stored because Crisp finds profiles by them; they are never
+logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from consumer.errors import RedisUnavailable
+
+_NO_VALUE = ""
+
+# Write many contacts in one call when they share a slot (always, on a
+# standalone server). ARGV is grouped per key: 8 values for each KEYS[i].
+_WRITE_CONTACTS = """
+local written = {}
+for i, key in ipairs(KEYS) do
+  local a = (i - 1) * 8
+  local rev = tonumber(redis.call('HGET', key, 'r') or '0')
+  if rev == tonumber(ARGV[a + 1]) then
+    redis.call('HSET', key, 'r', rev + 1, 's', ARGV[a + 2],
+               'p', ARGV[a + 3], 'o', ARGV[a + 4])
+    if ARGV[a + 5] ~= '' then redis.call('HSET', key, 'e', ARGV[a + 5]) end
+    if ARGV[a + 6] ~= '' then
+      redis.call('HSET', key, 'd', ARGV[a + 6], 'od', ARGV[a + 7],
+                 'of', ARGV[a + 8])
+    end
+    written[i] = 1
+  else
+    written[i] = 0
+  end
+end
+return written
+"""
+
+# Finish a Crisp sync: record what was sent, clear the pending entry.
+_FINISH_SYNC = """
+local rev = tonumber(redis.call('HGET', KEYS[1], 'r') or '0')
+if rev ~= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'r', rev + 1, ARGV[2], ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'i', ARGV[4]) end
+redis.call('HDEL', KEYS[1], 'd', 'od', 'of', 'n', 'x')
+return 1
+"""
+
+# Park a pending entry with its reason; the entry itself stays.
+_PARK = """
+local rev = tonumber(redis.call('HGET', KEYS[1], 'r') or '0')
+if rev ~= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'r', rev + 1, 'x', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'i', ARGV[3]) end
+return 1
+"""
+
+# Remove an index member only if its score is still the one that was read.
+_REMOVE_IF_SCORE = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) == tonumber(ARGV[2]) then
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+# Raise a stored offset, never lower it (a zombie cannot move it back).
+_RAISE_OFFSET = """
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+if tonumber(ARGV[2]) > current then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+return 1
+"""
+
+_CONTACT_FIELDS = ("r", "p", "o", "s", "e", "i", "d", "of", "l", "L", "x")
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRecord:
+    """A contact as read from Redis; revision 0 means it does not exist."""
+
+    contact_id: str
+    revision: int = 0
+    partition: int | None = None
+    offset: int = -1
+    state: bytes | None = None
+    email: str | None = None
+    people_id: str | None = None
+    pending: str | None = None
+    pending_first_ms: int | None = None
+    last_sent: str | None = None
+    last_sent_dry_run: str | None = None
+    parked: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContactWrite:
+    """The new state of one contact, to be written if nobody wrote since."""
+
+    contact_id: str
+    expected_revision: int
+    state: bytes
+    partition: int
+    offset: int
+    email: str | None = None
+    pending: str | None = None
+    pending_due_ms: int = 0
+    pending_first_ms: int = 0
+    next_due_ms: int | None = None
+    had_timer: bool = False
+
+
+class Store:
+    """Read and write one namespace of contact state in Redis.
+
+    Every method translates Redis connection failures into
+    `RedisUnavailable`, which callers retry without skipping anything.
+    """
+
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self.client = client
+        self.namespace = namespace
+        self._cluster = isinstance(client, redis.RedisCluster)
+        self._write_contacts = client.register_script(_WRITE_CONTACTS)
+        self._finish_sync = client.register_script(_FINISH_SYNC)
+        self._park = client.register_script(_PARK)
+        self._remove_if_score = client.register_script(_REMOVE_IF_SCORE)
+        self._raise_offset = client.register_script(_RAISE_OFFSET)
+
+    # -- key names ---------------------------------------------------------
+
+    def contact_key(self, contact_id: str) -> str:
+        """Return the key of a contact's hash."""
+        return f"{self.namespace}:c:{contact_id}"
+
+    def timers_key(self, topic: str, partition: int) -> str:
+        """Return the key of a partition's timer index."""
+        return f"{self.namespace}:timers:{{{topic}:{partition}}}"
+
+    def outbox_key(self, topic: str, partition: int) -> str:
+        """Return the key of a partition's outbox index."""
+        return f"{self.namespace}:outbox:{{{topic}:{partition}}}"
+
+    @property
+    def parked_key(self) -> str:
+        """Return the key of the parked-updates index."""
+        return f"{self.namespace}:parked"
+
+    @property
+    def offsets_key(self) -> str:
+        """Return the key of the stored partition offsets."""
+        return f"{self.namespace}:offsets"
+
+    # -- contacts ----------------------------------------------------------
+
+    def load_contacts(self, contact_ids: Iterable[str]) -> dict[str, ContactRecord]:
+        """Read many contacts in one round trip; absent ones have revision 0."""
+        ids = list(contact_ids)
+        with _translated("load contacts"):
+            pipe = self.client.pipeline(transaction=False)
+            for contact_id in ids:
+                pipe.hmget(self.contact_key(contact_id), _CONTACT_FIELDS)
+            rows = pipe.execute()
+        return {
+            contact_id: _record(contact_id, row)
+            for contact_id, row in zip(ids, rows, strict=True)
+        }
+
+    def load_contact(self, contact_id: str) -> ContactRecord:
+        """Read one contact."""
+        return self.load_contacts([contact_id])[contact_id]
+
+    def write_contacts(
+        self, topic: str, writes: Sequence[ContactWrite]
+    ) -> list[ContactWrite]:
+        """Write contacts whose revision is unchanged; return the conflicts.
+
+        Indexes first (a crash leaves spurious entries, never missing ones),
+        then the contacts, then the removal of timers that no longer exist.
+        """
+        if not writes:
+            return []
+        with _translated("write contacts"):
+            pipe = self.client.pipeline(transaction=False)
+            for write in writes:
+                if write.next_due_ms is not None:
+                    key = self.timers_key(topic, write.partition)
+                    pipe.zadd(key, {write.contact_id: write.next_due_ms})
+                if write.pending is not None:
+                    key = self.outbox_key(topic, write.partition)
+                    pipe.zadd(key, {write.contact_id: write.pending_due_ms})
+            if len(pipe):
+                pipe.execute()
+            written = self._write_grouped(writes)
+            conflicts = [w for w, ok in zip(writes, written, strict=True) if not ok]
+            stale_timers = [
+                w
+                for w, ok in zip(writes, written, strict=True)
+                if ok and w.had_timer and w.next_due_ms is None
+            ]
+            if stale_timers:
+                pipe = self.client.pipeline(transaction=False)
+                for write in stale_timers:
+                    key = self.timers_key(topic, write.partition)
+                    pipe.zrem(key, write.contact_id)
+                pipe.execute()
+        return conflicts
+
+    def _write_grouped(self, writes: Sequence[ContactWrite]) -> list[bool]:
+        groups = self._by_slot(writes)
+        pipe = self.client.pipeline(transaction=False)
+        for group in groups:
+            keys = [self.contact_key(writes[i].contact_id) for i in group]
+            args: list[Any] = []
+            for i in group:
+                args.extend(_write_args(writes[i]))
+            self._write_contacts(keys=keys, args=args, client=pipe)
+        results = pipe.execute()
+        written = [False] * len(writes)
+        for group, result in zip(groups, results, strict=True):
+            for i, flag in zip(group, result, strict=True):
+                written[i] = bool(flag)
+        return written
+
+    def _by_slot(self, writes: Sequence[ContactWrite]) -> list[list[int]]:
+        if not self._cluster:
+            return [list(range(len(writes)))]
+        groups: dict[int, list[int]] = {}
+        for i, write in enumerate(writes):
+            slot = self.client.keyslot(self.contact_key(write.contact_id))
+            groups.setdefault(slot, []).append(i)
+        return list(groups.values())
+
+    def scan_contacts(self, count: int = 1000) -> Iterator[ContactRecord]:
+        """Yield every contact of the namespace (for reports and replays)."""
+        pattern = f"{self.namespace}:c:*"
+        prefix = len(self.contact_key(""))
+        with _translated("scan contacts"):
+            batch: list[str] = []
+            for key in self.client.scan_iter(match=pattern, count=count):
+                batch.append(_text(key)[prefix:])
+                if len(batch) >= count:
+                    yield from self.load_contacts(batch).values()
+                    batch = []
+            if batch:
+                yield from self.load_contacts(batch).values()
+
+    # -- offsets -------------------------------------------------------------
+
+    def raise_offset(self, topic: str, partition: int, next_offset: int) -> None:
+        """Record the next offset to read for a partition, if it is higher."""
+        with _translated("store offset"):
+            self._raise_offset(
+                keys=[self.offsets_key], args=[f"{topic}:{partition}", next_offset]
+            )
+
+    def stored_offset(self, topic: str, partition: int) -> int | None:
+        """Return the next offset to read that Redis holds, if any."""
+        with _translated("read offset"):
+            value = self.client.hget(self.offsets_key, f"{topic}:{partition}")
+        return None if value is None else int(value)
+
+    # -- timers and outbox indexes --------------------------------------------
+
+    def due_members(
+        self, key: str, now_ms: int, limit: int = 500
+    ) -> list[tuple[str, int]]:
+        """Return index members due at or before now, earliest first."""
+        with _translated("read due index"):
+            rows = self.client.zrangebyscore(
+                key, "-inf", now_ms, start=0, num=limit, withscores=True
+            )
+        return [(_text(member), int(score)) for member, score in rows]
+
+    def reschedule(self, key: str, contact_id: str, due_ms: int) -> None:
+        """Set an index member's due time."""
+        with _translated("reschedule"):
+            self.client.zadd(key, {contact_id: due_ms})
+
+    def remove_if_unchanged(self, key: str, contact_id: str, score: int) -> None:
+        """Drop an index member unless someone rescheduled it meanwhile."""
+        with _translated("remove index member"):
+            self._remove_if_score(keys=[key], args=[contact_id, score])
+
+    def index_depth(self, keys: Iterable[str]) -> tuple[int, int | None]:
+        """Return the number of members and the earliest score over indexes."""
+        keys = list(keys)
+        if not keys:
+            return 0, None
+        with _translated("measure index"):
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.zcard(key)
+                pipe.zrange(key, 0, 0, withscores=True)
+            rows = pipe.execute()
+        depth = sum(int(n) for n in rows[0::2])
+        firsts = [int(first[0][1]) for first in rows[1::2] if first]
+        return depth, min(firsts) if firsts else None
+
+    # -- Crisp sync bookkeeping -------------------------------------------------
+
+    def finish_sync(
+        self,
+        contact_id: str,
+        expected_revision: int,
+        sent_json: str,
+        *,
+        people_id: str | None,
+        dry_run: bool,
+    ) -> bool:
+        """Record a successful sync; False if the contact changed meanwhile."""
+        field = "L" if dry_run else "l"
+        with _translated("finish sync"):
+            done = self._finish_sync(
+                keys=[self.contact_key(contact_id)],
+                args=[expected_revision, field, sent_json, people_id or _NO_VALUE],
+            )
+        return bool(done)
+
+    def park(
+        self,
+        contact_id: str,
+        expected_revision: int,
+        reason: str,
+        now_ms: int,
+        *,
+        people_id: str | None = None,
+    ) -> bool:
+        """Set a pending update aside with its reason until an operator acts."""
+        with _translated("park update"):
+            done = self._park(
+                keys=[self.contact_key(contact_id)],
+                args=[expected_revision, reason, people_id or _NO_VALUE],
+            )
+            if done:
+                self.client.zadd(self.parked_key, {contact_id: now_ms})
+        return bool(done)
+
+    def parked(self, limit: int = 1000) -> list[ContactRecord]:
+        """Return parked contacts, oldest first."""
+        with _translated("list parked"):
+            ids = [_text(m) for m in self.client.zrange(self.parked_key, 0, limit - 1)]
+        return list(self.load_contacts(ids).values())
+
+    def unpark(self, record: ContactRecord, topic: str, now_ms: int) -> None:
+        """Requeue a parked update for an immediate retry."""
+        with _translated("requeue parked"):
+            key = self.contact_key(record.contact_id)
+            self.client.hdel(key, "x", "n")
+            if record.partition is not None and record.pending is not None:
+                self.client.zadd(
+                    self.outbox_key(topic, record.partition),
+                    {record.contact_id: now_ms},
+                )
+            self.client.zrem(self.parked_key, record.contact_id)
+
+    def count_attempt(self, contact_id: str) -> int:
+        """Count one more failed sync attempt and return the total."""
+        with _translated("count attempt"):
+            return int(self.client.hincrby(self.contact_key(contact_id), "n", 1))
+
+
+def _write_args(write: ContactWrite) -> tuple[Any, ...]:
+    return (
+        write.expected_revision,
+        write.state,
+        write.partition,
+        write.offset,
+        write.email or _NO_VALUE,
+        write.pending if write.pending is not None else _NO_VALUE,
+        write.pending_due_ms,
+        write.pending_first_ms,
+    )
+
+
+def _record(contact_id: str, row: list[bytes | None]) -> ContactRecord:
+    rev, part, offset, state, email, people, pending, first, sent, dry, parked = row
+    return ContactRecord(
+        contact_id=contact_id,
+        revision=int(rev) if rev is not None else 0,
+        partition=int(part) if part is not None else None,
+        offset=int(offset) if offset is not None else -1,
+        state=state,
+        email=_opt_text(email),
+        people_id=_opt_text(people),
+        pending=_opt_text(pending),
+        pending_first_ms=int(first) if first is not None else None,
+        last_sent=_opt_text(sent),
+        last_sent_dry_run=_opt_text(dry),
+        parked=_opt_text(parked),
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _opt_text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()
+
+
+class _translated:
+    """Turn Redis connection failures into `RedisUnavailable`."""
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+            raise RedisUnavailable(f"Redis unavailable during {self.action}") from exc
+        if isinstance(exc, redis.ResponseError) and "LOADING" in str(exc):
+            raise RedisUnavailable(f"Redis loading during {self.action}") from exc
+        return False
+
+
+def connect(url: str) -> redis.Redis:
+    """Return a client for a Redis URL; no I/O until the first command.
+
+    ``redis+cluster://host:port`` (or ``LIFECYCLE_REDIS_CLUSTER=1`` handled by
+    the caller) selects the cluster client.
+    """
+    if url.startswith("redis+cluster://"):
+        cluster_url = "redis://" + url[len("redis+cluster://") :]
+        return redis.RedisCluster.from_url(cluster_url)  # type: ignore[return-value]
+    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)

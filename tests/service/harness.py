@@ -1,0 +1,215 @@
+"""Drive the real service as a person would: produce, run, kill, compare.
+
+The consumer runs as a subprocess (``python -m consumer run``) so that tests
+can ``kill -9`` it at any point; its settings come from environment variables
+exactly as in production.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from confluent_kafka import Consumer, Producer
+
+from consumer.codec import EventCodec
+from consumer.engine import decode_state, describe_state
+from consumer.events import Event
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_PLAN = REPO / "plans" / "default.yaml"
+DAY_MS = 86_400_000
+
+
+@dataclass
+class ServiceEnv:
+    """The environment of one consumer deployment under test."""
+
+    bootstrap: str
+    topic: str
+    redis_url: str
+    namespace: str
+    group: str
+    dead_letter_topic: str
+    transitions_topic: str
+    plan: Path = DEFAULT_PLAN
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def environ(self) -> dict[str, str]:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("LIFECYCLE_", "CRISP_"))
+        }
+        env.update(
+            LIFECYCLE_BOOTSTRAP=self.bootstrap,
+            LIFECYCLE_TOPIC=self.topic,
+            LIFECYCLE_DEAD_LETTER_TOPIC=self.dead_letter_topic,
+            LIFECYCLE_TRANSITIONS_TOPIC=self.transitions_topic,
+            LIFECYCLE_GROUP=self.group,
+            LIFECYCLE_REDIS_URL=self.redis_url,
+            LIFECYCLE_NAMESPACE=self.namespace,
+            LIFECYCLE_PLAN=str(self.plan),
+            LIFECYCLE_HEALTH_PORT="0",
+            LIFECYCLE_BATCH_SIZE="200",
+        )
+        env.update(self.extra)
+        return env
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        """Start ``crisp-lifecycle run`` with these settings."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "consumer", "run", *args],
+            env=self.environ(),
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def run_until_caught_up(self, timeout_s: float = 180) -> str:
+        """Run the consumer to the end of the topic; return its log."""
+        process = self.start("--until-caught-up")
+        try:
+            _, stderr = process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, stderr = process.communicate()
+            raise AssertionError(
+                "consumer did not catch up:\n" + stderr.decode()[-3000:]
+            ) from None
+        log = stderr.decode()
+        assert process.returncode == 0, log[-3000:]
+        return log
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    events: Iterable[Event],
+    *,
+    raw: Iterable[tuple[bytes | None, bytes | None]] = (),
+) -> None:
+    """Produce events (Avro, keyed by contact) and raw key/value pairs."""
+    codec = EventCodec(None)
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5}
+    )
+    for event in events:
+        producer.produce(topic, codec.encode(event), event.contact_id.encode())
+        producer.poll(0)
+    for key, value in raw:
+        producer.produce(topic, value, key)
+    assert producer.flush(30) == 0
+
+
+def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 30) -> list[Any]:
+    """Read ``expected`` messages from the start of a topic."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{time.time_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    messages: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    while len(messages) < expected and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and message.error() is None:
+            messages.append(message)
+    # a little longer, to see messages that should not be there
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:
+        message = consumer.poll(0.2)
+        if message is not None and message.error() is None:
+            messages.append(message)
+    consumer.close()
+    return messages
+
+
+def snapshot(client: redis.Redis, namespace: str) -> dict[str, Any]:
+    """Return every contact's stages, history and counters, without clock.
+
+    The clock of a state is the wall time its timers were last checked, which
+    differs between two runs of the same events by design; everything the
+    events and the plan decide is compared.
+    """
+    result: dict[str, Any] = {}
+    for key in client.scan_iter(match=f"{namespace}:c:*", count=1000):
+        contact_id = key.decode().split(":c:", 1)[1]
+        state = client.hget(key, "s")
+        assert state is not None, f"contact {contact_id} has no state"
+        view = describe_state(decode_state(state))
+        view.pop("clock", None)
+        result[contact_id] = view
+    return result
+
+
+def synthetic_events(
+    contacts: int, events: int, *, seed: int, now_ms: int | None = None
+) -> list[Event]:
+    """Return events over the last 120 days, in time order, for the default plan.
+
+    The mix follows the shared data sets: mostly page and product views,
+    some sign-ups and orders, a few referrals; some contacts carry an email.
+    """
+    rng = random.Random(seed)
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    start = now - 120 * DAY_MS
+    names = (
+        ["Page:Viewed"] * 40
+        + ["Product:Viewed"] * 30
+        + ["Newsletter:Subscribed"] * 5
+        + ["Account:Created"] * 5
+        + ["Order:Completed"] * 15
+        + ["Referral:Sent"] * 2
+        + ["Trial:Started"] * 3
+    )
+    times = sorted(rng.randrange(start, now - DAY_MS) for _ in range(events))
+    out = []
+    for index, occurred in enumerate(times):
+        contact = rng.randrange(contacts)
+        name = rng.choice(names)
+        properties: dict[str, Any] = {}
+        if name == "Order:Completed":
+            properties = {"amount": round(rng.uniform(0, 120), 2), "quantity": 1}
+        email = f"person{contact}@example.com" if contact % 3 == 0 else None
+        out.append(
+            Event(
+                event_id=f"evt-{seed}-{index}",
+                contact_id=f"contact-{contact:05d}",
+                name=name,
+                occurred_at_ms=occurred,
+                email=email,
+                properties=properties,
+            )
+        )
+    return out
+
+
+def kill_hard(process: subprocess.Popen[bytes]) -> None:
+    """Send SIGKILL and reap the process."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGKILL)
+    process.wait(30)
+
+
+def stage_counts(view: Mapping[str, Any]) -> dict[str, int]:
+    """Count contacts per stage of every lifecycle in a snapshot."""
+    counts: dict[str, int] = {}
+    for contact in view.values():
+        for lifecycle, stage in contact["stages"].items():
+            label = f"{lifecycle}:{stage['stage'] if isinstance(stage, dict) else stage}"
+            counts[label] = counts.get(label, 0) + 1
+    return counts
