@@ -39,7 +39,6 @@ from typing import Any
 
 import structlog
 from confluent_kafka import (
-    OFFSET_INVALID,
     Consumer,
     KafkaError,
     KafkaException,
@@ -273,12 +272,16 @@ class Service:
             except KafkaException as exc:
                 self._log.warning("commit_on_revoke_failed", error=str(exc))
         consumer.incremental_unassign(partitions)
-        self._log.info("partitions_revoked", partitions=[p.partition for p in partitions])
+        self._log.info(
+            "partitions_revoked", partitions=[p.partition for p in partitions]
+        )
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._release(partitions)
         consumer.incremental_unassign(partitions)
-        self._log.warning("partitions_lost", partitions=[p.partition for p in partitions])
+        self._log.warning(
+            "partitions_lost", partitions=[p.partition for p in partitions]
+        )
 
     def _release(self, partitions: list[TopicPartition]) -> None:
         gone = {tp.partition for tp in partitions}
@@ -300,18 +303,20 @@ class Service:
                 continue
             by_partition.setdefault(message.partition(), []).append(message)
         for partition, batch in by_partition.items():
-            items: list[Offset] = []
-            if not self._retrying(partition, lambda: items.extend(self._decode(batch))):
-                continue
-            if not self._retrying(partition, lambda: self._apply(partition, items)):
-                continue
-            next_offset = batch[-1].offset() + 1
-            if not self._retrying(
-                partition,
-                lambda: self.store.raise_offset(self.topic, partition, next_offset),
-            ):
-                continue
-            self._store_offset(partition, next_offset)
+            self._handle_partition(partition, batch)
+
+    def _handle_partition(self, partition: int, batch: list[Message]) -> None:
+        items: list[Offset] = []
+        next_offset = batch[-1].offset() + 1
+        steps: list[Callable[[], None]] = [
+            lambda: items.extend(self._decode(batch)),
+            lambda: self._apply(partition, items),
+            lambda: self.store.raise_offset(self.topic, partition, next_offset),
+        ]
+        for step in steps:
+            if not self._retrying(partition, step):
+                return
+        self._store_offset(partition, next_offset)
 
     def _consumer_error(self, error: KafkaError) -> None:
         if error.fatal():
@@ -440,7 +445,9 @@ class Service:
                     # A partition assigned while we waited and not yet paused:
                     # read it again later rather than drop it.
                     consumer.seek(
-                        TopicPartition(self.topic, message.partition(), message.offset())
+                        TopicPartition(
+                            self.topic, message.partition(), message.offset()
+                        )
                     )
             self.health.progress()
             if self._stopping.is_set():

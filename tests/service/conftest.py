@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -23,9 +24,7 @@ MakeEnv = Callable[..., ServiceEnv]
 
 
 @pytest.fixture
-def make_env(
-    kafka_bootstrap: str, make_topic: MakeTopic, namespace: str
-) -> MakeEnv:
+def make_env(kafka_bootstrap: str, make_topic: MakeTopic, namespace: str) -> MakeEnv:
     """Return a factory of deployments sharing one events topic.
 
     Each call gets its own consumer group and namespace (suffix), so a clean
@@ -72,8 +71,19 @@ class PrivateRedis:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not on PATH; run `make services-up`"
         self.process = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(self.port),
-             "--dir", str(self.dir), "--save", "", "--appendonly", "no"],
+            [
+                binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -91,10 +101,8 @@ class PrivateRedis:
         """Stop the server, saving its data so that a start restores it."""
         if self.process is None:
             return
-        try:
+        with contextlib.suppress(redis.ConnectionError):
             redis.Redis(port=self.port).shutdown(save=True)
-        except redis.ConnectionError:
-            pass
         self.process.wait(20)
         self.process = None
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import redis
 from confluent_kafka import Consumer, Producer
+from consumer.engine import decode_state, describe_state
 
 from consumer.codec import EventCodec
-from consumer.engine import decode_state, describe_state
 from consumer.events import Event
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,7 +111,9 @@ def produce(
     assert producer.flush(30) == 0
 
 
-def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 30) -> list[Any]:
+def read_topic(
+    bootstrap: str, topic: str, expected: int, timeout_s: float = 30
+) -> list[Any]:
     """Read ``expected`` messages from the start of a topic."""
     consumer = Consumer(
         {
@@ -210,6 +212,8 @@ def stage_counts(view: Mapping[str, Any]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for contact in view.values():
         for lifecycle, stage in contact["stages"].items():
-            label = f"{lifecycle}:{stage['stage'] if isinstance(stage, dict) else stage}"
+            label = (
+                f"{lifecycle}:{stage['stage'] if isinstance(stage, dict) else stage}"
+            )
             counts[label] = counts.get(label, 0) + 1
     return counts

@@ -29,7 +29,10 @@ OLD = int(time.time() * 1000) - 60 * DAY_MS
 
 
 def wait_for_offsets(
-    client: redis.Redis, env_namespace: str, topic: str, totals: dict[int, int],
+    client: redis.Redis,
+    env_namespace: str,
+    topic: str,
+    totals: dict[int, int],
     timeout_s: float = 120,
 ) -> None:
     """Wait until Redis holds the end offset of every partition."""
@@ -93,7 +96,9 @@ def test_three_consumers_one_killed_one_added_match_one_consumer(
     kill_hard(processes.pop(1))
     processes.append(group.start())
     wait_for_offsets(
-        redis_client, group.namespace, group.topic,
+        redis_client,
+        group.namespace,
+        group.topic,
         high_watermarks(group.bootstrap, group.topic),
     )
     time.sleep(3)  # a tick or two for timers of the caught-up partitions
@@ -120,7 +125,9 @@ def test_redis_down_mid_stream_waits_and_resumes(
     process = faulty.start()
     try:
         wait_for_offsets(
-            private_redis.client(), faulty.namespace, faulty.topic,
+            private_redis.client(),
+            faulty.namespace,
+            faulty.topic,
             high_watermarks(faulty.bootstrap, faulty.topic),
         )
         private_redis.stop()
@@ -129,7 +136,9 @@ def test_redis_down_mid_stream_waits_and_resumes(
         assert process.poll() is None, "the consumer must wait, not exit"
         private_redis.start()
         wait_for_offsets(
-            private_redis.client(), faulty.namespace, faulty.topic,
+            private_redis.client(),
+            faulty.namespace,
+            faulty.topic,
             high_watermarks(faulty.bootstrap, faulty.topic),
         )
         time.sleep(3)
