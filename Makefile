@@ -26,7 +26,8 @@ SERVICES := deploy/local/services.sh
 .PHONY: help venv services-up services-down services-status lint format test clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / \
+		{printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 venv: $(VENV_STAMP) ## Create .venv and install the package with its dev extras
 
@@ -57,5 +58,6 @@ test: venv services-up ## Run the tests against the local services (PYTEST_ARGS=
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean: services-down ## Stop the services and remove .venv, downloads, data, caches
-	rm -rf $(VENV) .cache .run .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .cache .run .mypy_cache .ruff_cache .pytest_cache .hypothesis \
+		*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

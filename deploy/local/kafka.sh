@@ -105,6 +105,8 @@ wait_ready() {
 start() {
     local pid
     if pid=$(live_pid "${PIDFILE}" "${MARKER}"); then
+        port_open "${KAFKA_PORT}" \
+            || die "running (pid ${pid}) but not on port ${KAFKA_PORT}; stop it first"
         say "already running (pid ${pid}) on 127.0.0.1:${KAFKA_PORT}, log ${LOG}"
         return 0
     fi

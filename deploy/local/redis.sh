@@ -54,6 +54,7 @@ ping() {
 start() {
     local pid deadline
     if pid=$(live_pid "${PIDFILE}" "${MARKER}"); then
+        ping || die "running (pid ${pid}) but not on port ${REDIS_PORT}; stop it first"
         say "already running (pid ${pid}) on 127.0.0.1:${REDIS_PORT}, log ${LOG}"
         return 0
     fi

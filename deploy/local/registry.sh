@@ -26,7 +26,8 @@ REGISTRY_HEAP_OPTS=${REGISTRY_HEAP_OPTS:--Xms64m -Xmx384m}
 REGISTRY_START_TIMEOUT_S=${REGISTRY_START_TIMEOUT_S:-120}
 
 ARTIFACT=io.apicurio:apicurio-registry-app:${APICURIO_VERSION}:tar.gz:all
-ARCHIVE=${CACHE_DIR}/m2/io/apicurio/apicurio-registry-app/${APICURIO_VERSION}/apicurio-registry-app-${APICURIO_VERSION}-all.tar.gz
+ARCHIVE_DIR=${CACHE_DIR}/m2/io/apicurio/apicurio-registry-app/${APICURIO_VERSION}
+ARCHIVE=${ARCHIVE_DIR}/apicurio-registry-app-${APICURIO_VERSION}-all.tar.gz
 APP_DIR=${CACHE_DIR}/apicurio/${APICURIO_VERSION}
 APP_JAR=${APP_DIR}/apicurio-registry-app-${APICURIO_VERSION}-runner.jar
 STATE_DIR=${RUN_DIR}/registry
@@ -62,6 +63,7 @@ PY
 start() {
     local pid deadline heap
     if pid=$(live_pid "${PIDFILE}" "${MARKER}"); then
+        answers || die "running (pid ${pid}) but not at ${SUBJECTS_URL}; stop it first"
         say "already running (pid ${pid}) on 127.0.0.1:${REGISTRY_PORT}, log ${LOG}"
         return 0
     fi
