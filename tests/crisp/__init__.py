@@ -1,0 +1,1 @@
+"""Tests of the Crisp client, its request budget and the local sandbox."""
