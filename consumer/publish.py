@@ -63,12 +63,10 @@ class Publisher:
                 None,
             )
 
-    def dead_letter(
-        self, message: Message, reason: str, error: str
-    ) -> None:
+    def dead_letter(self, message: Message, reason: str, error: str) -> None:
         """Queue the original bytes of a message with why it was set aside."""
         source = f"{message.topic()}/{message.partition()}/{message.offset()}"
-        headers = [
+        headers: list[tuple[str, str | bytes | None]] = [
             (HEADER_REASON, reason.encode()),
             (HEADER_ERROR, error.encode()[:1000]),
             (HEADER_SOURCE, source.encode()),
@@ -94,7 +92,7 @@ class Publisher:
         topic: str,
         key: bytes | None,
         value: bytes | None,
-        headers: list[tuple[str, bytes]] | None,
+        headers: list[tuple[str, str | bytes | None]] | None,
     ) -> None:
         while True:
             try:

@@ -43,7 +43,7 @@ from consumer.errors import (
 from consumer.health import Health
 from consumer.outbox import decode_desired
 from consumer.plan import Plan
-from consumer.ratelimit import RetryPolicy
+from consumer.ratelimit import RedisDailyCounter, RequestBudget, RetryPolicy
 from consumer.settings import Settings
 from consumer.store import ContactRecord, Store
 
@@ -80,7 +80,15 @@ class Relay:
         self.dry_run = client is None and not settings.crisp_configured
         self.client = client
         if client is None and settings.crisp_configured:
-            self.client = CrispClient.from_settings(settings)
+            # One daily count per Crisp website, shared by every process and
+            # namespace that spends the same token's quota.
+            counter = RedisDailyCounter(
+                store.client, f"crisp-lifecycle:budget:{settings.crisp_website_id}"
+            )
+            budget = RequestBudget(
+                settings.crisp_daily_budget, settings.crisp_max_rps, counter=counter
+            )
+            self.client = CrispClient.from_settings(settings, budget=budget)
         self.retry = retry or RetryPolicy(base_s=2.0, cap_s=600.0)
         self.quota_pause_s = settings.crisp_quota_pause_s
         self.clock_ms = clock_ms
@@ -159,11 +167,13 @@ class Relay:
         try:
             self._send(key, record, score)
         except CrispQuotaExceeded as exc:
-            self._pause("crisp_quota_exhausted", str(exc))
+            self._pause("crisp_quota_exhausted", str(exc), exc.retry_after_s)
         except CrispUnavailable as exc:
             attempts = self.store.count_attempt(contact_id)
             delay_s = self.retry.delay_s(attempts, retry_after_s=exc.retry_after_s)
-            self.store.reschedule(key, contact_id, self.clock_ms() + int(delay_s * 1000))
+            self.store.reschedule(
+                key, contact_id, self.clock_ms() + int(delay_s * 1000)
+            )
             metrics.CRISP_SYNCS.labels("retry").inc()
             log.warning(
                 "crisp_update_retry",
@@ -176,7 +186,7 @@ class Relay:
         except CrispAuthError as exc:
             self.health.fail(f"Crisp refused the credentials ({exc.status})")
             self._park(key, record, score, f"auth {exc.status}: {exc.body}")
-            self._pause("crisp_auth_refused", str(exc))
+            self._pause("crisp_auth_refused", str(exc), None)
         except CrispRejected as exc:
             self._park(key, record, score, f"rejected {exc.status}: {exc.body}")
 
@@ -253,10 +263,15 @@ class Relay:
         ):
             self.store.remove_if_unchanged(key, record.contact_id, score)
 
-    def _pause(self, event: str, detail: str) -> None:
-        """Stop sending for the quota pause; pending entries stay due."""
-        until = self.clock_ms() + int(self.quota_pause_s * 1000)
+    def _pause(self, event: str, detail: str, seconds: float | None) -> None:
+        """Stop sending for a while; pending entries stay due.
+
+        The local budget says when its day ends (``seconds``); Crisp's 423
+        does not, so the configured quota pause applies.
+        """
+        pause_s = seconds if seconds is not None else self.quota_pause_s
+        until = self.clock_ms() + int(pause_s * 1000)
         if until > self._paused_until_ms:
             self._paused_until_ms = until
             metrics.CRISP_SYNCS.labels("paused").inc()
-            log.warning(event, pause_s=self.quota_pause_s, detail=detail)
+            log.warning(event, pause_s=round(pause_s), detail=detail)

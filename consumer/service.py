@@ -30,6 +30,7 @@ depth or an age, the loop pauses its partitions instead of leaving the group.
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import threading
 import time
@@ -301,13 +302,13 @@ class Service:
             if error is not None:
                 self._consumer_error(error)
                 continue
-            by_partition.setdefault(message.partition(), []).append(message)
+            by_partition.setdefault(_where(message)[0], []).append(message)
         for partition, batch in by_partition.items():
             self._handle_partition(partition, batch)
 
     def _handle_partition(self, partition: int, batch: list[Message]) -> None:
         items: list[Offset] = []
-        next_offset = batch[-1].offset() + 1
+        next_offset = _where(batch[-1])[1] + 1
         steps: list[Callable[[], None]] = [
             lambda: items.extend(self._decode(batch)),
             lambda: self._apply(partition, items),
@@ -332,15 +333,16 @@ class Service:
             except RecordError as exc:
                 self.publisher.dead_letter(message, exc.reason, str(exc))
                 metrics.EVENTS.labels("dead_letter").inc()
+                partition, offset = _where(message)
                 self._log.error(
                     "record_dead_lettered",
-                    partition=message.partition(),
-                    offset=message.offset(),
+                    partition=partition,
+                    offset=offset,
                     reason=exc.reason,
                     error=str(exc),
                 )
                 continue
-            items.append(Offset(message.offset(), event))
+            items.append(Offset(_where(message)[1], event))
         self.publisher.flush()
         return items
 
@@ -444,11 +446,7 @@ class Service:
                 if message.error() is None:
                     # A partition assigned while we waited and not yet paused:
                     # read it again later rather than drop it.
-                    consumer.seek(
-                        TopicPartition(
-                            self.topic, message.partition(), message.offset()
-                        )
-                    )
+                    consumer.seek(TopicPartition(self.topic, *_where(message)))
             self.health.progress()
             if self._stopping.is_set():
                 return
@@ -490,7 +488,9 @@ class Service:
             if behind == 0:
                 self._retrying(
                     partition,
-                    lambda p=partition: self._fire_timers(p, now_ms - TIMER_GRACE_MS),
+                    functools.partial(
+                        self._fire_timers, partition, now_ms - TIMER_GRACE_MS
+                    ),
                 )
         self._backpressure(now_ms)
 
@@ -551,3 +551,11 @@ class Service:
         self.publisher.close()
         server.stop()
         self._log.info("service_stopped")
+
+
+def _where(message: Message) -> tuple[int, int]:
+    """Return the partition and offset of a consumed message."""
+    partition, offset = message.partition(), message.offset()
+    # Consumed messages always carry both; only produced ones may not.
+    assert partition is not None and offset is not None
+    return partition, offset

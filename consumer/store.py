@@ -41,6 +41,7 @@ logged.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -263,9 +264,10 @@ class Store:
     def _by_slot(self, writes: Sequence[ContactWrite]) -> list[list[int]]:
         if not self._cluster:
             return [list(range(len(writes)))]
+        cluster: Any = self.client
         groups: dict[int, list[int]] = {}
         for i, write in enumerate(writes):
-            slot = self.client.keyslot(self.contact_key(write.contact_id))
+            slot = cluster.keyslot(self.contact_key(write.contact_id))
             groups.setdefault(slot, []).append(i)
         return list(groups.values())
 
@@ -305,7 +307,7 @@ class Store:
     ) -> list[tuple[str, int]]:
         """Return index members due at or before now, earliest first."""
         with _translated("read due index"):
-            rows = self.client.zrangebyscore(
+            rows: Any = self.client.zrangebyscore(
                 key, "-inf", now_ms, start=0, num=limit, withscores=True
             )
         return [(_text(member), int(score)) for member, score in rows]
@@ -377,7 +379,8 @@ class Store:
     def parked(self, limit: int = 1000) -> list[ContactRecord]:
         """Return parked contacts, oldest first."""
         with _translated("list parked"):
-            ids = [_text(m) for m in self.client.zrange(self.parked_key, 0, limit - 1)]
+            members: Any = self.client.zrange(self.parked_key, 0, limit - 1)
+        ids = [_text(member) for member in members]
         return list(self.load_contacts(ids).values())
 
     def unpark(self, record: ContactRecord, topic: str, now_ms: int) -> None:
@@ -437,21 +440,15 @@ def _opt_text(value: bytes | None) -> str | None:
     return None if value is None else value.decode()
 
 
-class _translated:
+@contextmanager
+def _translated(action: str) -> Iterator[None]:
     """Turn Redis connection failures into `RedisUnavailable`."""
-
-    def __init__(self, action: str) -> None:
-        self.action = action
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-            raise RedisUnavailable(f"Redis unavailable during {self.action}") from exc
-        if isinstance(exc, redis.ResponseError) and "LOADING" in str(exc):
-            raise RedisUnavailable(f"Redis loading during {self.action}") from exc
-        return False
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise RedisUnavailable(f"Redis unavailable during {action}") from exc
+    except redis.exceptions.ClusterError as exc:
+        raise RedisUnavailable(f"Redis Cluster unavailable during {action}") from exc
 
 
 def connect(url: str) -> redis.Redis:

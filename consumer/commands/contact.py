@@ -7,8 +7,10 @@ import json
 from typing import Any
 
 from consumer.commands._common import add_service_flags, settings_from
-from consumer.engine import decode_state, describe_state
+from consumer.engine import decode_state
 from consumer.events import format_time_ms
+from consumer.plan import load_plan
+from consumer.report import describe_state
 from consumer.store import Store, connect
 
 
@@ -23,18 +25,21 @@ def register(subparsers: Any) -> None:
     )
     show.add_argument("contact_id")
     show.add_argument("--json", action="store_true", help="print one JSON object")
-    add_service_flags(show, "--redis-url", "--namespace")
+    add_service_flags(show, "--redis-url", "--namespace", "--plan")
     show.set_defaults(handler=run_show)
 
 
 def run_show(args: argparse.Namespace) -> int:
     """Print the contact; exit 1 when it is unknown."""
     settings = settings_from(args)
+    plan = load_plan(settings.plan)
     store = Store(connect(settings.redis_url), settings.namespace)
     record = store.load_contact(args.contact_id)
     if record.revision == 0 or record.state is None:
-        print(f"contact {args.contact_id!r} is unknown in namespace "
-              f"{settings.namespace!r}")
+        print(
+            f"contact {args.contact_id!r} is unknown in namespace "
+            f"{settings.namespace!r}"
+        )
         return 1
     view: dict[str, Any] = {
         "contact_id": record.contact_id,
@@ -42,7 +47,7 @@ def run_show(args: argparse.Namespace) -> int:
         "last_offset": record.offset,
         "has_email": record.email is not None,
         "crisp_people_id": record.people_id,
-        **describe_state(decode_state(record.state)),
+        **describe_state(decode_state(record.state, plan)),
         "pending_update": json.loads(record.pending) if record.pending else None,
         "pending_since": format_time_ms(record.pending_first_ms)
         if record.pending_first_ms

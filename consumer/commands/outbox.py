@@ -20,7 +20,9 @@ def register(subparsers: Any) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="list parked updates")
     listing.add_argument(
-        "--parked", action="store_true", required=True,
+        "--parked",
+        action="store_true",
+        required=True,
         help="list updates set aside after Crisp refused them",
     )
     listing.add_argument("--json", action="store_true")

@@ -30,8 +30,15 @@ def register(subparsers: Any) -> None:
         "is safe beside running relays (writes are fenced), though two "
         "relays may both send one update.",
     )
-    add_service_flags(parser, "--bootstrap", "--topic", "--redis-url",
-                      "--namespace", "--plan", "--kafka-option")
+    add_service_flags(
+        parser,
+        "--bootstrap",
+        "--topic",
+        "--redis-url",
+        "--namespace",
+        "--plan",
+        "--kafka-option",
+    )
     parser.add_argument(
         "--once", action="store_true", help="send what is due now, then exit"
     )

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from consumer.commands._common import add_service_flags, settings_from
 from consumer.errors import KafkaUnavailable

@@ -20,10 +20,12 @@ from typing import Any
 
 import redis
 from confluent_kafka import Consumer, Producer
-from consumer.engine import decode_state, describe_state
 
 from consumer.codec import EventCodec
+from consumer.engine import decode_state
 from consumer.events import Event
+from consumer.plan import load_plan
+from consumer.report import describe_state
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_PLAN = REPO / "plans" / "default.yaml"
@@ -140,20 +142,25 @@ def read_topic(
     return messages
 
 
-def snapshot(client: redis.Redis, namespace: str) -> dict[str, Any]:
+def snapshot(
+    client: redis.Redis, namespace: str, plan: Path = DEFAULT_PLAN
+) -> dict[str, Any]:
     """Return every contact's stages, history and counters, without clock.
 
     The clock of a state is the wall time its timers were last checked, which
     differs between two runs of the same events by design; everything the
     events and the plan decide is compared.
     """
+    loaded = load_plan(plan)
     result: dict[str, Any] = {}
     for key in client.scan_iter(match=f"{namespace}:c:*", count=1000):
         contact_id = key.decode().split(":c:", 1)[1]
         state = client.hget(key, "s")
         assert state is not None, f"contact {contact_id} has no state"
-        view = describe_state(decode_state(state))
+        decoded = decode_state(state, loaded)
+        view = describe_state(decoded)
         view.pop("clock", None)
+        view["trackers"] = repr(decoded.values)
         result[contact_id] = view
     return result
 
