@@ -196,7 +196,9 @@ def load_plan_check(plan_path: str, explicit: bool) -> PlanCheck | None:
 
     def plan_check(event: Event) -> tuple[bool, str | None]:
         verdict = check_event(plan, event)
-        return bool(verdict.accepted), verdict.problem or verdict.reason
+        if verdict.accepted:
+            return True, verdict.problem
+        return False, verdict.problem or verdict.reason or "not in the plan"
 
     return plan_check
 
