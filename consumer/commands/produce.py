@@ -50,7 +50,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "produce",
         help="produce the events of a JSON lines, CSV or whitespace file",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        description="Produce the events of a JSON lines, CSV or whitespace file.",
     )
     parser.add_argument("file", type=Path, help="events or rows; .gz is read too")
     parser.add_argument("--mapping", type=Path, help="YAML mapping of rows")

@@ -263,8 +263,12 @@ def test_encode_refuses_invalid_events() -> None:
     codec = EventCodec(None)
     with pytest.raises(ValueError, match="contact_id is empty"):
         codec.encode(Event("e", "", "Page:Viewed", 0))
-    with pytest.raises(ValueError, match="does not fit the schema"):
+    with pytest.raises(ValueError, match="property tags: list is not null"):
         codec.encode(Event("e", "c", "Page:Viewed", 0, None, {"tags": ["a"]}))  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="occurred_at must be integer"):
+        codec.encode(Event("e", "c", "Page:Viewed", 1.5))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="email must be text"):
+        codec.encode(Event("e", "c", "Page:Viewed", 0, 7))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"property n: \d+ does not fit 64 bits"):
         codec.encode(Event("e", "c", "Page:Viewed", 0, None, {"n": 2**63}))
 
@@ -275,3 +279,9 @@ def test_constructor_does_no_io(tmp_path: Path) -> None:
     codec = EventCodec(None, path)
     path.write_text(EVENT_SCHEMA.read_text())
     assert codec.decode(EventCodec(None).encode(EVENT)) == EVENT
+
+
+def test_transition_encode_validates_against_the_schema() -> None:
+    """A transition record of the wrong shape is a ValueError, not bytes."""
+    with pytest.raises(ValueError, match="does not fit the schema"):
+        TransitionCodec(None).encode({"transition_id": "t-1"})
