@@ -9,13 +9,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 PropertyValue = None | bool | int | float | str
 
 #: Two PascalCase words joined by one colon: ``Order:Completed``.
 EVENT_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*:[A-Z][A-Za-z0-9]*$")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +68,8 @@ def to_epoch_ms(moment: datetime) -> int:
     """Return epoch milliseconds of a datetime; naive ones are UTC."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+    # Whole-number arithmetic: float timestamps lose a millisecond at times.
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
 def parse_time_ms(value: object) -> int:

@@ -63,6 +63,9 @@ class ServiceEnv:
             LIFECYCLE_PLAN=str(self.plan),
             LIFECYCLE_HEALTH_PORT="0",
             LIFECYCLE_BATCH_SIZE="200",
+            # A killed member is noticed in seconds, not librdkafka's 45 s.
+            LIFECYCLE_KAFKA_SESSION_TIMEOUT_MS="6000",
+            LIFECYCLE_KAFKA_HEARTBEAT_INTERVAL_MS="1000",
         )
         env.update(self.extra)
         return env
