@@ -6,6 +6,8 @@ malformed value into `consumer.errors.PlanError` naming the file and line.
 
 from __future__ import annotations
 
+import contextlib
+import math
 from typing import NoReturn
 
 import yaml
@@ -87,7 +89,11 @@ class Document:
     def number(self, node: Node, what: str) -> int | float:
         """Return a numeric scalar."""
         value = self.scalar(node, what)
-        if not is_number(value):
+        if isinstance(value, str) and getattr(node, "style", None) is None:
+            # YAML 1.1 reads 1e6 (no dot) as text; a plain 1e6 means a number.
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        if not is_number(value) or not math.isfinite(value):  # type: ignore[arg-type]
             self.fail(node, f"{what} must be a number, got {value!r}")
         assert isinstance(value, int | float)
         return value

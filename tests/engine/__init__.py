@@ -1,0 +1,1 @@
+"""Tests of the tracking plan, the lifecycle engine and the plan commands."""
