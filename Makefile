@@ -23,7 +23,20 @@ export SCHEMA_REGISTRY_URL ?= http://127.0.0.1:$(REGISTRY_PORT)/apis/ccompat/v7
 
 SERVICES := deploy/local/services.sh
 
-.PHONY: help venv services-up services-down services-status lint format test clean
+.PHONY: help venv services-up services-down services-status lint format test clean \
+	demo demo-reset bench redis-cluster-up redis-cluster-down
+
+demo: venv services-up ## Run the whole path on the shared data sets, print the funnel
+	deploy/local/demo.sh
+
+redis-cluster-up: ## Start a three-node Redis Cluster on 127.0.0.1:7101-7103
+	deploy/local/redis-cluster.sh start
+
+redis-cluster-down: ## Stop the local Redis Cluster
+	deploy/local/redis-cluster.sh stop
+
+demo-reset: venv ## Delete the demo's topics, Redis keys and sandbox
+	deploy/local/demo-reset.sh
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / \
@@ -39,7 +52,8 @@ $(VENV_STAMP): pyproject.toml
 services-up: ## Start Kafka, Redis and the schema registry on loopback
 	$(SERVICES) up
 
-services-down: ## Stop the local services started from this checkout
+services-down: ## Stop the local services (and the Crisp sandbox) of this checkout
+	deploy/local/sandbox.sh stop
 	$(SERVICES) down
 
 services-status: ## Say which local services are up
@@ -57,7 +71,7 @@ format: venv ## Rewrite the code with ruff's fixes and formatter
 test: venv services-up ## Run the tests against the local services (PYTEST_ARGS=...)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-clean: services-down ## Stop the services and remove .venv, downloads, data, caches
+clean: services-down redis-cluster-down ## Stop everything; remove .venv, downloads, data
 	rm -rf $(VENV) .cache .run .mypy_cache .ruff_cache .pytest_cache .hypothesis \
 		*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -56,7 +56,7 @@ from consumer.events import Event
 from consumer.registry import RegistryClient, value_subject
 from consumer.settings import ENVIRONMENT
 
-SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
 EVENT_SCHEMA = SCHEMAS_DIR / "event.avsc"
 TRANSITION_SCHEMA = SCHEMAS_DIR / "transition.avsc"
 HISTORY_DIR_NAME = "history"

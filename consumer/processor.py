@@ -132,7 +132,10 @@ class Processor:
     def _apply(
         self, record: ContactRecord, partition: int, items: Sequence[Offset]
     ) -> _Outcome:
-        fresh = [item for item in items if item.offset > record.offset]
+        # Offsets order events only within one partition: a contact that
+        # arrives from another one (partitions were added) starts afresh.
+        applied = record.offset if record.partition in (partition, None) else -1
+        fresh = [item for item in items if item.offset > applied]
         outcome = _Outcome(record.contact_id, duplicates=len(items) - len(fresh))
         if not fresh:
             return outcome
@@ -172,7 +175,9 @@ class Processor:
             for record in records.values():
                 state = self._state(record)
                 step = advance(self.plan, state, now_ms)
-                outcome = _Outcome(record.contact_id, transitions=list(step.transitions))
+                outcome = _Outcome(
+                    record.contact_id, transitions=list(step.transitions)
+                )
                 outcome.write = self._write(
                     record, partition, record.offset, state, step.state, None
                 )
@@ -228,5 +233,6 @@ class Processor:
             pending_due_ms=pending_due,
             pending_first_ms=pending_first,
             next_due_ms=next_due_ms(self.plan, after),
-            had_timer=record.revision > 0 and next_due_ms(self.plan, before) is not None,
+            had_timer=record.revision > 0
+            and next_due_ms(self.plan, before) is not None,
         )

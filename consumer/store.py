@@ -247,6 +247,25 @@ class Store:
 
     def _write_grouped(self, writes: Sequence[ContactWrite]) -> list[bool]:
         groups = self._by_slot(writes)
+        try:
+            results = self._send_writes(writes, groups)
+        except redis.exceptions.NoScriptError:
+            # A cluster pipeline sends EVALSHA without loading the script
+            # first (a standalone pipeline loads it); a new or restarted
+            # primary has none. Load it everywhere and send again: contacts
+            # the first attempt wrote come back as conflicts, which the
+            # processor reapplies from the offset they now hold.
+            self.client.script_load(_WRITE_CONTACTS)
+            results = self._send_writes(writes, groups)
+        written = [False] * len(writes)
+        for group, result in zip(groups, results, strict=True):
+            for i, flag in zip(group, result, strict=True):
+                written[i] = bool(flag)
+        return written
+
+    def _send_writes(
+        self, writes: Sequence[ContactWrite], groups: list[list[int]]
+    ) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
         for group in groups:
             keys = [self.contact_key(writes[i].contact_id) for i in group]
@@ -254,12 +273,7 @@ class Store:
             for i in group:
                 args.extend(_write_args(writes[i]))
             self._write_contacts(keys=keys, args=args, client=pipe)
-        results = pipe.execute()
-        written = [False] * len(writes)
-        for group, result in zip(groups, results, strict=True):
-            for i, flag in zip(group, result, strict=True):
-                written[i] = bool(flag)
-        return written
+        return list(pipe.execute())
 
     def _by_slot(self, writes: Sequence[ContactWrite]) -> list[list[int]]:
         if not self._cluster:
@@ -447,17 +461,25 @@ def _translated(action: str) -> Iterator[None]:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise RedisUnavailable(f"Redis unavailable during {action}") from exc
-    except redis.exceptions.ClusterError as exc:
+    except (
+        redis.exceptions.ClusterError,
+        redis.exceptions.RedisClusterException,
+    ) as exc:
         raise RedisUnavailable(f"Redis Cluster unavailable during {action}") from exc
 
 
 def connect(url: str) -> redis.Redis:
-    """Return a client for a Redis URL; no I/O until the first command.
+    """Return a client for a Redis URL.
 
-    ``redis+cluster://host:port`` (or ``LIFECYCLE_REDIS_CLUSTER=1`` handled by
-    the caller) selects the cluster client.
+    ``redis+cluster://host:port`` selects the cluster client, which reads
+    the cluster's slots at once (an unreachable cluster is
+    `RedisUnavailable`); a standalone client opens on its first command.
     """
     if url.startswith("redis+cluster://"):
         cluster_url = "redis://" + url[len("redis+cluster://") :]
-        return redis.RedisCluster.from_url(cluster_url)  # type: ignore[return-value]
+        with _translated("connect to the cluster"):
+            cluster = redis.RedisCluster.from_url(
+                cluster_url, socket_timeout=10, socket_connect_timeout=5
+            )
+        return cluster  # type: ignore[return-value]
     return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)

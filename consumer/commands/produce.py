@@ -24,6 +24,7 @@ JSON lines on standard output instead of producing them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import sys
@@ -65,6 +66,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="print JSON lines, produce nothing"
     )
+    parser.add_argument(
+        "--email-template",
+        help="give every contact this email, e.g. '{contact_id}@demo.invalid' "
+        "(for demos against the sandbox: data sets without emails)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -74,6 +80,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.file.is_file():
         raise ConfigError(f"no such file: {args.file}")
     mapping = load_mapping(args.mapping) if args.mapping else None
+    if args.email_template:
+        if mapping is None:
+            raise ConfigError("--email-template needs --mapping")
+        mapping = dataclasses.replace(
+            mapping, email_column=None, email_template=args.email_template
+        )
     importer = Importer(args.file, mapping, args.format)
     plan_check = load_plan_check(args.plan or settings.plan, args.plan is not None)
     progress = Progress(sys.stderr)
