@@ -111,7 +111,7 @@ def test_each_poison_message_is_dead_lettered_with_reason_and_bytes(
         headers = by_value[value]
         assert headers[HEADER_REASON].decode() == expected_reasons[kind], kind
         assert headers[HEADER_SOURCE].decode().startswith(env.topic + "/")
-    near_miss = [m for m in letters if m.value() == misspelt][0]
+    near_miss = next(m for m in letters if m.value() == misspelt)
     assert b"Order:Completed" in dict(m for m in near_miss.headers())["lifecycle.error"]
 
     assert snapshot(redis_client, env.namespace, plan) == expected_snapshot(goods, plan)
