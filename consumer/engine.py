@@ -158,22 +158,32 @@ def layout_id(plan: Plan) -> str:
     return compiled(plan).fingerprint.hex()
 
 
-def event_id_hash(event_id: str) -> int:
-    """Return the 40-bit hash under which a state remembers an event id.
+def event_id_key(event_id: str) -> bytes:
+    """Return the 5-byte key under which a state remembers an event id.
 
-    CRC-32 and Adler-32 folded together: stable across processes and fast.
-    Two of a contact's last `RECENT_IDS` ids collide with a chance of about
-    one in 2**37, which would drop the newer event as a duplicate.
+    CRC-32 and Adler-32 folded into 40 bits: stable across processes and
+    fast. Two of a contact's last `RECENT_IDS` ids collide with a chance of
+    about one in 2**37, which would drop the newer event as a duplicate.
     """
     data = event_id.encode()
-    return ((zlib.crc32(data) << 8) ^ zlib.adler32(data)) & 0xFF_FFFF_FFFF
+    key = ((zlib.crc32(data) << 8) ^ zlib.adler32(data)) & 0xFF_FFFF_FFFF
+    return key.to_bytes(5, "big")
+
+
+def _seen(recent: bytes, key: bytes) -> bool:
+    position = recent.find(key)
+    while position >= 0:
+        if position % 5 == 0:
+            return True
+        position = recent.find(key, position + 1)
+    return False
 
 
 def apply_event(plan: Plan, state: ContactState, event: Event) -> Step:
     """Advance the contact to the event's time, then apply the event."""
     layout = compiled(plan)
-    key = event_id_hash(event.event_id)
-    if key in state.recent:
+    key = event_id_key(event.event_id)
+    if state.recent and _seen(state.recent, key):
         return Step(state, (), True)
     out: list[Transition] = []
     st = state.fork() if state.layout is layout else _bound(layout, state, out)
@@ -183,8 +193,8 @@ def apply_event(plan: Plan, state: ContactState, event: Event) -> Step:
         _fire_timers(layout, st, at, out)
     now = st.clock_ms if st.clock_ms > at else at
     st.clock_ms = now
-    recent = st.recent
-    st.recent = (*recent[1:], key) if len(recent) >= RECENT_IDS else (*recent, key)
+    recent = st.recent + key
+    st.recent = recent[-5 * RECENT_IDS :] if len(recent) > 5 * RECENT_IDS else recent
     first = st.first_ms
     # A new contact is older than any guard window was: look at every rule.
     whole = first is not None and at < first

@@ -67,7 +67,8 @@ class ContactState:
         self.clock_ms = 0
         self.first_ms: int | None = None
         self.due_ms: int | None = None
-        self.recent: tuple[int, ...] = ()
+        #: 5-byte keys of the last event ids (`consumer.engine.event_id_key`)
+        self.recent = b""
         self.layout: Compiled | None = None
         self.stage: list[int] = []
         self.entered: list[int] = []
