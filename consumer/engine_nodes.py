@@ -230,8 +230,13 @@ class InStageFor(Node):
         return None
 
     def value(self, state: ContactState, now: int) -> bool:
-        since = self._since(state)
-        return since is not None and now - since >= self.for_ms
+        if self.or_beyond:
+            since = state.since[self.lifecycle][self.since_slot]
+            return since is not None and now - since >= self.for_ms
+        return (
+            state.stage[self.lifecycle] == self.stage
+            and now - state.entered[self.lifecycle] >= self.for_ms
+        )
 
     def wake(self, state: ContactState, now: int, want: bool) -> int | None:
         since = self._since(state)
