@@ -33,6 +33,10 @@ def decode_desired(text: str) -> DesiredCrisp:
     return DesiredCrisp(segments=tuple(raw["segments"]), data=dict(raw["data"]))
 
 
+#: The desired state of a contact in no stage: nothing to tell Crisp.
+NOTHING = encode_desired(DesiredCrisp(segments=(), data={}))
+
+
 def due_ms(
     now_ms: int, first_pending_ms: int | None, debounce_s: float, max_delay_s: float
 ) -> tuple[int, int]:

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 from consumer.engine import (
     ContactState,
-    DesiredCrisp,
     Transition,
     advance,
     apply_event,
@@ -31,12 +30,9 @@ from consumer.engine import (
 )
 from consumer.errors import RedisUnavailable
 from consumer.events import Event
-from consumer.outbox import due_ms, encode_desired
+from consumer.outbox import NOTHING, due_ms, encode_desired
 from consumer.plan import Plan
 from consumer.store import ContactRecord, ContactWrite, Store
-
-#: The desired state of a contact in no stage: nothing to tell Crisp.
-_NOTHING = encode_desired(DesiredCrisp(segments=(), data={}))
 
 #: Receives transitions before the state that made them is written.
 Announce = Callable[[list[Transition]], None]
@@ -219,7 +215,7 @@ class Processor:
             sent = record.last_sent_dry_run if self.dry_run else record.last_sent
             baseline = record.pending if record.pending is not None else sent
             # A contact in no stage that Crisp never heard of costs nothing.
-            baseline = baseline if baseline is not None else _NOTHING
+            baseline = baseline if baseline is not None else NOTHING
             if desired != baseline or (email and record.pending is not None):
                 pending_due, pending_first = due_ms(
                     self.wall_clock_ms(),

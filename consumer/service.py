@@ -35,6 +35,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -62,12 +63,13 @@ from consumer.events import Event
 from consumer.health import Health, HealthServer
 from consumer.plan import Plan, check_event
 from consumer.processor import Offset, Processor
+from consumer.progress import Progress
 from consumer.publish import Publisher
 from consumer.ratelimit import RetryPolicy
 from consumer.registry import RegistryClient, value_subject
 from consumer.relay import Relay
 from consumer.settings import Settings
-from consumer.store import Store, connect
+from consumer.store import Namespaces, Store, connect
 
 log = structlog.get_logger("consumer.service")
 
@@ -84,6 +86,19 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+@dataclass(frozen=True, slots=True)
+class Replaying:
+    """What makes a run a replay (see `consumer.replay`).
+
+    State goes to ``namespace`` (not the active one), nothing is queued for
+    Crisp, nothing is announced or dead-lettered again (the live run did
+    that), and partitions without a stored offset start at ``from_ms``.
+    """
+
+    namespace: str
+    from_ms: int | None = None
+
+
 class Service:
     """Consume, apply, write, commit; until stopped or caught up."""
 
@@ -94,14 +109,15 @@ class Service:
         *,
         until_caught_up: bool = False,
         relay: bool = True,
-        sync: bool = True,
+        replay: Replaying | None = None,
         retry: RetryPolicy | None = None,
         clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.settings = settings
         self.plan = plan
         self.topic = settings.topic
-        self.until_caught_up = until_caught_up
+        self.until_caught_up = until_caught_up or replay is not None
+        self.replay = replay
         self.retry = retry or RetryPolicy(base_s=0.5, cap_s=30.0)
         self.clock_ms = clock_ms
         registry = (
@@ -114,13 +130,16 @@ class Service:
             subject=value_subject(settings.topic),
             max_value_bytes=settings.max_event_bytes,
         )
-        self.store = Store(connect(settings.redis_url), settings.namespace)
+        client = connect(settings.redis_url)
+        self.namespaces = Namespaces(client, settings.namespace)
+        data_namespace = replay.namespace if replay else self.namespaces.active()
+        self.store = Store(client, data_namespace)
         self.processor = Processor(
             plan,
             self.store,
             self.topic,
             wall_clock_ms=clock_ms,
-            sync=sync,
+            sync=replay is None,
             dry_run=not settings.crisp_configured,
         )
         self.publisher = Publisher(
@@ -134,7 +153,7 @@ class Service:
         self.health = Health(settings.stall_timeout_s)
         self.relay = (
             Relay(settings, plan, self.store, self.health, self.owned_partitions)
-            if relay and sync
+            if relay and replay is None
             else None
         )
         self._consumer: Consumer | None = None
@@ -145,7 +164,9 @@ class Service:
         self._pause_reasons: set[str] = set()
         self._stopping = threading.Event()
         self._last_tick = 0.0
+        self.caught_up = False
         self._log = log.bind(topic=self.topic, group=settings.group)
+        self.progress = Progress(self._log)
 
     # -- public ----------------------------------------------------------------
 
@@ -186,6 +207,7 @@ class Service:
                 if time.monotonic() - self._last_tick >= TICK_S:
                     self._tick()
                     if self._done():
+                        self.caught_up = True
                         self._log.info("caught_up")
                         break
         finally:
@@ -234,14 +256,8 @@ class Service:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         committed = consumer.committed(partitions, timeout=30)
         for tp, done in zip(partitions, committed, strict=True):
-            start = done.offset
-            stored = self._stored_offset(tp.partition)
-            if stored is not None and stored > start:
-                start = stored
-            if start < 0:
-                start = consumer.get_watermark_offsets(tp, timeout=10)[0]
-            tp.offset = start
-            self._next[tp.partition] = start
+            tp.offset = self._start_offset(consumer, tp, done.offset)
+            self._next[tp.partition] = tp.offset
         consumer.incremental_assign(partitions)
         if self._pause_reasons:
             consumer.pause(partitions)
@@ -252,13 +268,35 @@ class Service:
             partitions={tp.partition: tp.offset for tp in partitions},
         )
 
-    def _stored_offset(self, partition: int) -> int | None:
-        # Only an optimisation: contacts skip what they already applied, so
-        # an unreachable Redis here just means re-reading a few messages.
+    def _start_offset(
+        self, consumer: Consumer, tp: TopicPartition, committed: int
+    ) -> int:
+        """Where a partition starts: what the namespace's state has reached.
+
+        Redis holds the offset the state was written up to. It is ahead of
+        the committed one after a crash between the two, and behind it after
+        a switch to a namespace that a replay rebuilt: either way the state
+        decides, and contacts skip what they already applied. Without it,
+        the committed offset, then ``--from`` (replay), then the earliest.
+        """
         try:
-            return self.store.stored_offset(self.topic, partition)
+            stored = self.store.stored_offset(self.topic, tp.partition)
         except RetryableError:
-            return None
+            self._log.warning("stored_offset_unavailable", partition=tp.partition)
+            stored = None
+        if stored is not None:
+            return stored
+        if committed >= 0:
+            return committed
+        if self.replay is not None and self.replay.from_ms is not None:
+            found = consumer.offsets_for_times(
+                [TopicPartition(self.topic, tp.partition, self.replay.from_ms)],
+                timeout=10,
+            )[0].offset
+            if found >= 0:
+                return int(found)
+            return int(consumer.get_watermark_offsets(tp, timeout=10)[1])
+        return int(consumer.get_watermark_offsets(tp, timeout=10)[0])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._release(partitions)
@@ -331,7 +369,8 @@ class Service:
             try:
                 event = self._event(message)
             except RecordError as exc:
-                self.publisher.dead_letter(message, exc.reason, str(exc))
+                if self.replay is None:
+                    self.publisher.dead_letter(message, exc.reason, str(exc))
                 metrics.EVENTS.labels("dead_letter").inc()
                 partition, offset = _where(message)
                 self._log.error(
@@ -385,7 +424,7 @@ class Service:
         )
 
     def _announce(self, transitions: list[Transition]) -> None:
-        if not transitions:
+        if not transitions or self.replay is not None:
             return
         self.publisher.transitions(transitions)
         self.publisher.flush()
@@ -477,6 +516,7 @@ class Service:
         consumer = self._consumer
         if consumer is None:
             return
+        self._follow_namespace(consumer)
         now_ms = self.clock_ms()
         for partition in sorted(self._assigned):
             high = consumer.get_watermark_offsets(
@@ -493,6 +533,30 @@ class Service:
                     ),
                 )
         self._backpressure(now_ms)
+        if self.replay is not None:
+            self.progress.update(self._next, self._high)
+
+    def _follow_namespace(self, consumer: Consumer) -> None:
+        """Move to the namespace a replay switched to, without a restart.
+
+        Each owned partition then continues from the offset the new state
+        was written up to; contacts skip what they already hold.
+        """
+        if self.replay is not None:
+            return
+        try:
+            active = self.namespaces.active()
+            if active == self.store.namespace:
+                return
+            self._log.info("namespace_switched", old=self.store.namespace, new=active)
+            self.store.namespace = active
+            for partition in sorted(self._assigned):
+                stored = self.store.stored_offset(self.topic, partition)
+                if stored is not None:
+                    consumer.seek(TopicPartition(self.topic, partition, stored))
+                    self._next[partition] = stored
+        except RetryableError as exc:
+            self._log.warning("namespace_check_failed", error=str(exc))
 
     def _fire_timers(self, partition: int, now_ms: int) -> None:
         key = self.store.timers_key(self.topic, partition)
@@ -540,6 +604,7 @@ class Service:
     # -- shutdown ----------------------------------------------------------------
 
     def _shutdown(self, consumer: Consumer, server: HealthServer) -> None:
+        self.progress.close()
         if self.relay is not None:
             self.relay.stop()
         try:

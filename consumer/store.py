@@ -415,6 +415,91 @@ class Store:
             return int(self.client.hincrby(self.contact_key(contact_id), "n", 1))
 
 
+class Namespaces:
+    """Which namespace of a base name is active, and namespace clean-up.
+
+    ``<base>:active`` names the namespace that live consumers read and
+    write; without it the base name itself is active. A replay builds a new
+    namespace beside it and switches this pointer in one ``SET``; its
+    progress is recorded in ``<base>:replay`` so that a crashed replay can
+    resume. Both keys sit under the base prefix but outside every data
+    pattern, so dropping a namespace never touches them.
+    """
+
+    def __init__(self, client: redis.Redis, base: str) -> None:
+        self.client = client
+        self.base = base
+
+    @property
+    def pointer_key(self) -> str:
+        """Return the key naming the active namespace."""
+        return f"{self.base}:active"
+
+    @property
+    def replay_key(self) -> str:
+        """Return the key of the replay in progress."""
+        return f"{self.base}:replay"
+
+    def active(self) -> str:
+        """Return the active namespace."""
+        with _translated("read active namespace"):
+            value = self.client.get(self.pointer_key)
+        return self.base if value is None else _text(value)
+
+    def switch(self, namespace: str) -> str:
+        """Make ``namespace`` active at once; return the one it replaces."""
+        with _translated("switch namespace"):
+            old: Any = self.client.set(self.pointer_key, namespace, get=True)
+        return self.base if old is None else _text(old)
+
+    def replay_in_progress(self) -> dict[str, str]:
+        """Return the recorded replay (empty when none)."""
+        with _translated("read replay"):
+            raw: Any = self.client.hgetall(self.replay_key)
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    def record_replay(self, fields: dict[Any, Any]) -> None:
+        """Record a replay so that a crashed one can resume."""
+        with _translated("record replay"):
+            self.client.hset(self.replay_key, mapping=fields)
+
+    def finish_replay(self) -> None:
+        """Forget the recorded replay."""
+        with _translated("finish replay"):
+            self.client.delete(self.replay_key)
+
+    def drop(self, namespace: str) -> int:
+        """Delete every data key of a namespace; return how many."""
+        patterns = (
+            f"{namespace}:c:*",
+            f"{namespace}:timers:*",
+            f"{namespace}:outbox:*",
+        )
+        deleted = 0
+        with _translated("drop namespace"):
+            for pattern in patterns:
+                batch: list[bytes] = []
+                for key in self.client.scan_iter(match=pattern, count=1000):
+                    batch.append(key)
+                    if len(batch) >= 500:
+                        deleted += self._delete(batch)
+                        batch = []
+                deleted += self._delete(batch)
+            deleted += self._delete(
+                [f"{namespace}:parked".encode(), f"{namespace}:offsets".encode()]
+            )
+        return deleted
+
+    def _delete(self, keys: list[bytes]) -> int:
+        if not keys:
+            return 0
+        # One key per command: keys of different slots on a cluster.
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.delete(key)
+        return sum(int(n) for n in pipe.execute())
+
+
 def _write_args(write: ContactWrite) -> tuple[Any, ...]:
     return (
         write.expected_revision,

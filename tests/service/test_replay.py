@@ -1,0 +1,142 @@
+"""Replay (issue 7): rebuild from the topic, equal to live, then switch."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from consumer.sandbox import Sandbox
+from consumer.store import Namespaces
+from tests.service.conftest import MakeEnv
+from tests.service.harness import (
+    DAY_MS,
+    DEFAULT_PLAN,
+    REPO,
+    ServiceEnv,
+    expected_snapshot,
+    kill_hard,
+    produce,
+    snapshot,
+    synthetic_events,
+)
+
+OLD = int(time.time() * 1000) - 60 * DAY_MS
+
+
+def replay(env: ServiceEnv, *args: str, timeout_s: float = 240) -> str:
+    """Run ``crisp-lifecycle replay`` to the end; return what it printed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer", "replay", *args],
+        env=env.environ(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_replay_equals_live_including_timers(
+    make_env: MakeEnv, redis_client: redis.Redis
+) -> None:
+    """The rebuilt namespace equals the live one, timers included, and
+    becomes the active namespace."""
+    env = make_env()
+    events = synthetic_events(200, 2000, seed=17, now_ms=OLD)
+    produce(env.bootstrap, env.topic, events)
+    env.run_until_caught_up()
+    live = snapshot(redis_client, env.namespace)
+    assert any(c["stages"]["customer"] == "retained_customer" for c in live.values()), (
+        "the data must exercise the 30-day timer"
+    )
+
+    out = replay(env)
+    new = Namespaces(redis_client, env.namespace).active()
+    assert new != env.namespace and f"switched to {new}" in out
+    assert snapshot(redis_client, new) == live == expected_snapshot(events)
+    assert "0 would change stage" in out
+
+
+def test_replay_of_a_changed_plan_queues_exactly_the_crisp_removals(
+    make_env: MakeEnv, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """Under a stricter plan some customers no longer qualify: they move back,
+    and only their profiles get a Crisp update, which removes the segment."""
+    stricter = tmp_path / "strict.yaml"
+    stricter.write_text(
+        DEFAULT_PLAN.read_text().replace(
+            "where: {amount: {gt: 0}}", "where: {amount: {gt: 60}}"
+        )
+    )
+    with Sandbox(daily_quota=None) as sandbox:
+        crisp = {
+            "CRISP_BASE_URL": sandbox.url,
+            "CRISP_WEBSITE_ID": sandbox.website_id,
+            "CRISP_IDENTIFIER": "sandbox",
+            "CRISP_KEY": "sandbox-key",
+            "CRISP_MAX_RPS": "500",
+        }
+        env = make_env(extra=crisp)
+        events = synthetic_events(120, 1200, seed=29, now_ms=OLD)
+        produce(env.bootstrap, env.topic, events)
+        env.run_until_caught_up()
+        before = snapshot(redis_client, env.namespace)
+        writes_before = sandbox.count("PATCH /people/profile/{id}")
+
+        stricter_env = make_env(plan=stricter, extra=crisp)
+        stricter_env.namespace = env.namespace
+        out = replay(stricter_env, "--plan", str(stricter))
+        new = Namespaces(redis_client, env.namespace).active()
+        after = snapshot(redis_client, new, stricter)
+        assert after == expected_snapshot(events, stricter)
+        changed = {c for c in after if after[c]["stages"] != before[c]["stages"]}
+        assert changed, "the stricter plan must move some contacts"
+        emails = {e.contact_id: e.email for e in events if e.email}
+        synced = {c for c in changed if c in emails}
+        queued = int(out.split("; ")[-1].split()[0])
+        assert queued == len(synced), "exactly the identified contacts that moved"
+
+        stricter_env.run_until_caught_up()
+        writes = sandbox.count("PATCH /people/profile/{id}") - writes_before
+        assert writes == len(synced)
+        for contact_id in synced:
+            profile = sandbox.profile(emails[contact_id])
+            assert profile is not None
+            stage = after[contact_id]["stages"]["customer"]
+            wanted = [] if stage is None else [f"lifecycle:{stage}"]
+            assert profile["segments"] == wanted, contact_id
+
+
+def test_replay_killed_halfway_resumes_to_the_same_result(
+    make_env: MakeEnv, redis_client: redis.Redis
+) -> None:
+    """kill -9 during a replay; the same command resumes and ends equal."""
+    env = make_env(extra={"LIFECYCLE_BATCH_SIZE": "50"})
+    events = synthetic_events(300, 4000, seed=41, now_ms=OLD)
+    produce(env.bootstrap, env.topic, events)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "consumer", "replay"],
+        env=env.environ(),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(random.Random(3).uniform(3.0, 5.0))
+    kill_hard(process)
+    recorded = Namespaces(redis_client, env.namespace).replay_in_progress()
+    assert recorded.get("namespace"), "a replay records itself before it starts"
+
+    out = replay(env)
+    new = Namespaces(redis_client, env.namespace).active()
+    assert new == recorded["namespace"], out
+    assert snapshot(redis_client, new) == expected_snapshot(events)
+    assert (
+        json.dumps(Namespaces(redis_client, env.namespace).replay_in_progress()) == "{}"
+    )
