@@ -202,7 +202,7 @@ def compile_plan(plan: Plan) -> Compiled:
     for tracker in compiled.trackers:
         updates.setdefault(tracker.event, []).append(tracker)
     compiled.updates = {name: tuple(found) for name, found in updates.items()}
-    compiled.windowed = tuple(t for t in compiled.trackers if t.timed)
+    compiled.windowed = tuple(t for t in compiled.trackers if t.expires)
     compiled.retime = frozenset(
         name
         for target in compiled.lifecycles

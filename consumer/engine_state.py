@@ -5,7 +5,7 @@ the contact has been in each stage that an ``in_stage ... or_beyond``
 condition asks about, and the last `HISTORY_LIMIT` moves (rule and time; a
 move's stage exit is the next move's entry). Per contact: the clock (the
 latest time seen), the first event time (the contact's age), the next time
-a timer is due, hashes of the last `RECENT_IDS` event ids, and one value per
+a timer is due, 5-byte keys of the last `RECENT_IDS` event ids, and one value per
 tracker of the plan (`consumer.engine_trackers`).
 
 A state is laid out for one compiled plan (``layout``); a state fresh from

@@ -59,7 +59,8 @@ class Tracker:
 
     __slots__ = ("accepts", "event", "key", "slot", "where")
     kind = ""
-    timed = False
+    #: whether old entries leave the value as time passes (see `prune`)
+    expires = False
 
     def __init__(self, key: tuple[Any, ...], event: str, where: Where) -> None:
         self.key = key
@@ -117,7 +118,7 @@ class WindowTracker(Tracker):
 
     __slots__ = ("horizon_ms", "keep")
     kind = "window"
-    timed = True
+    expires = True
 
     def __init__(self, key: tuple[Any, ...], event: str, where: Where) -> None:
         super().__init__(key, event, where)
@@ -162,7 +163,6 @@ class LastTracker(Tracker):
 
     __slots__ = ()
     kind = "last"
-    timed = True
 
     def update(
         self, values: Values, properties: Mapping[str, PropertyValue], at: int, now: int
@@ -221,7 +221,7 @@ class BucketTracker(Tracker):
 
     __slots__ = ("bucket_ms", "function", "prop", "within_ms")
     kind = "buckets"
-    timed = True
+    expires = True
 
     def __init__(
         self,
