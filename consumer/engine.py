@@ -277,12 +277,14 @@ def _bound(
     layout: Compiled, state: ContactState, out: list[Transition]
 ) -> ContactState:
     """Return a copy of ``state`` laid out for ``layout``."""
-    st = state.copy()
-    if st.layout is layout:
-        return st
-    if st.layout is None:
+    if state.layout is None:
+        st = state.fork()
         st.bind(layout)
-    elif st.layout.fingerprint == layout.fingerprint:
+        return st
+    st = state.copy()
+    if state.layout is layout:
+        return st
+    if state.layout.fingerprint == layout.fingerprint:
         st.layout = layout
     else:
         from consumer.engine_migrate import migrate

@@ -142,8 +142,9 @@ class Compiled:
         self.retime: frozenset[str] = frozenset()
         #: whether some rule holds for a contact with nothing recorded
         self.blank_moves = True
-        #: tracker values of a contact with nothing recorded
+        #: tracker values and "or beyond" times of a contact with nothing
         self.blank_values: tuple[Any, ...] = ()
+        self.blank_since: tuple[tuple[None, ...], ...] = ()
         self.fingerprint = b""
         self._by_key: dict[tuple[Any, ...], Tracker] = {}
 
@@ -212,6 +213,9 @@ def compile_plan(plan: Plan) -> Compiled:
     )
     compiled.fingerprint = _fingerprint(compiled)
     compiled.blank_values = tuple(tracker.initial() for tracker in compiled.trackers)
+    compiled.blank_since = tuple(
+        (None,) * len(target.since_stages) for target in compiled.lifecycles
+    )
     compiled.blank_moves = _blank_moves(compiled)
     return compiled
 

@@ -86,9 +86,7 @@ class ContactState:
         self.stage = [-1] * count
         self.entered = [-1] * count
         self.history = [()] * count
-        self.since = [
-            (None,) * len(lifecycle.since_stages) for lifecycle in layout.lifecycles
-        ]
+        self.since = list(layout.blank_since)
         self.values = list(layout.blank_values)
 
     def copy(self) -> ContactState:
