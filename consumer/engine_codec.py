@@ -93,13 +93,14 @@ def _encode_body(
     mask = 0
     mask_at = len(out)
     append(0)
-    values = state.values
-    for slot, tracker in enumerate(layout.trackers):
-        value = values[slot]
-        blank = layout.blank_values[slot]
-        if value == blank and type(value) is type(blank):
+    blanks = layout.blank_values
+    for slot, value in enumerate(state.values):
+        blank = blanks[slot]
+        # Values start as the very blank objects; most are still them.
+        if value is blank or (value == blank and type(value) is type(blank)):
             continue
         mask |= 1 << slot
+        tracker = layout.trackers[slot]
         kind = tracker.kind
         if kind == "count":
             append(value)
@@ -194,10 +195,15 @@ def _decode_body(
                 for since in [take() for _ in lifecycle.since_stages]
             )
     mask = take()
+    if mask >> len(layout.trackers):
+        raise ValueError("state marks trackers this plan does not have")
     values = state.values
-    for slot, tracker in enumerate(layout.trackers):
-        if not mask >> slot & 1:
-            continue
+    trackers = layout.trackers
+    while mask:
+        lowest = mask & -mask
+        mask ^= lowest
+        slot = lowest.bit_length() - 1
+        tracker = trackers[slot]
         kind = tracker.kind
         if kind == "count":
             values[slot] = take()
@@ -222,8 +228,6 @@ def _decode_body(
                 buckets.append((newer, _read_number(take)))
             buckets.reverse()
             values[slot] = tuple(buckets)
-    if mask >> len(layout.trackers):
-        raise ValueError("state marks trackers this plan does not have")
     try:
         take()
     except StopIteration:
