@@ -36,7 +36,7 @@ else
     set +a
     # The sandbox is local: lift the plugin token's limits so that the demo
     # syncs every contact in seconds. Real Crisp keeps the defaults.
-    export CRISP_DAILY_BUDGET=${CRISP_DAILY_BUDGET:-100000}
+    export CRISP_DAILY_BUDGET=${CRISP_DAILY_BUDGET:-10000000}
     export CRISP_MAX_RPS=${CRISP_MAX_RPS:-500}
     # The data sets have no emails; demo identities under the reserved
     # .invalid domain let the sandbox create profiles.

@@ -56,7 +56,7 @@ def test_cdnow_purchases_reach_crisp_with_the_right_segments(
                 "CRISP_IDENTIFIER": "sandbox",
                 "CRISP_KEY": "sandbox-key",
                 "CRISP_MAX_RPS": "1000",
-                "CRISP_DAILY_BUDGET": "100000",
+                "CRISP_DAILY_BUDGET": "10000000",
                 "CRISP_CONCURRENCY": "8",
             }
         )

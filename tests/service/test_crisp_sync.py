@@ -45,7 +45,7 @@ def crisp_env(sandbox: Sandbox, **more: str) -> dict[str, str]:
         "CRISP_IDENTIFIER": "sandbox",
         "CRISP_KEY": "sandbox-key",
         "CRISP_MAX_RPS": "200",
-        "CRISP_DAILY_BUDGET": "100000",
+        "CRISP_DAILY_BUDGET": "10000000",
         **more,
     }
 

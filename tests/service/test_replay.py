@@ -11,8 +11,11 @@ from pathlib import Path
 
 import redis
 
+from consumer.engine import decode_state, desired_crisp
+from consumer.outbox import NOTHING, encode_desired
+from consumer.plan import load_plan
 from consumer.sandbox import Sandbox
-from consumer.store import Namespaces
+from consumer.store import Namespaces, Store
 from tests.service.conftest import MakeEnv
 from tests.service.harness import (
     DAY_MS,
@@ -82,6 +85,7 @@ def test_replay_of_a_changed_plan_queues_exactly_the_crisp_removals(
             "CRISP_IDENTIFIER": "sandbox",
             "CRISP_KEY": "sandbox-key",
             "CRISP_MAX_RPS": "500",
+            "CRISP_DAILY_BUDGET": "10000000",
         }
         env = make_env(extra=crisp)
         events = synthetic_events(120, 1200, seed=29, now_ms=OLD)
@@ -90,28 +94,46 @@ def test_replay_of_a_changed_plan_queues_exactly_the_crisp_removals(
         before = snapshot(redis_client, env.namespace)
         writes_before = sandbox.count("PATCH /people/profile/{id}")
 
+        # The live consumers run the default plan (LIFECYCLE_PLAN); the
+        # replay builds under the stricter one, then they move to it.
+        out = replay(env, "--plan", str(stricter))
         stricter_env = make_env(plan=stricter, extra=crisp)
-        stricter_env.namespace = env.namespace
-        out = replay(stricter_env, "--plan", str(stricter))
         new = Namespaces(redis_client, env.namespace).active()
         after = snapshot(redis_client, new, stricter)
         assert after == expected_snapshot(events, stricter)
         changed = {c for c in after if after[c]["stages"] != before[c]["stages"]}
         assert changed, "the stricter plan must move some contacts"
         emails = {e.contact_id: e.email for e in events if e.email}
-        synced = {c for c in changed if c in emails}
+        strict_plan = load_plan(stricter)
+        live_store = Store(redis_client, env.namespace)
+        new_store = Store(redis_client, new)
+        differing = set()
+        for contact_id in emails:
+            sent = live_store.load_contact(contact_id).last_sent
+            state = new_store.load_contact(contact_id).state
+            assert state is not None
+            desired = encode_desired(
+                desired_crisp(strict_plan, decode_state(state, strict_plan))
+            )
+            if desired != (sent or NOTHING):
+                differing.add(contact_id)
+        assert {c for c in changed if c in emails} <= differing
         queued = int(out.split("; ")[-1].split()[0])
-        assert queued == len(synced), "exactly the identified contacts that moved"
+        assert queued == len(differing), "exactly the identified contacts whose "
+        "desired Crisp state changed are queued"
 
         stricter_env.run_until_caught_up()
         writes = sandbox.count("PATCH /people/profile/{id}") - writes_before
-        assert writes == len(synced)
-        for contact_id in synced:
+        segment_moves = {c for c in changed if c in emails}
+        assert writes == len(segment_moves)
+        for contact_id in emails:
             profile = sandbox.profile(emails[contact_id])
-            assert profile is not None
             stage = after[contact_id]["stages"]["customer"]
-            wanted = [] if stage is None else [f"lifecycle:{stage}"]
-            assert profile["segments"] == wanted, contact_id
+            if stage is None:
+                assert profile is None or profile["segments"] == [], contact_id
+                continue
+            assert profile is not None, contact_id
+            assert profile["segments"] == [f"lifecycle:{stage}"], contact_id
 
 
 def test_replay_killed_halfway_resumes_to_the_same_result(
