@@ -59,6 +59,7 @@ from consumer.errors import (
     CrispUnavailable,
     LifecycleError,
 )
+from consumer.health import CRISP_CALLS
 from consumer.ratelimit import RequestBudget
 
 if TYPE_CHECKING:
@@ -486,11 +487,13 @@ class CrispClient:
                 method, self._website_url + path, json=body
             )
         except httpx.TimeoutException as exc:
+            CRISP_CALLS.labels("timeout").inc()
             log.debug("crisp_request_failed", route=route, error="timeout")
             raise CrispUnavailable(
                 f"Crisp {route} timed out", reason="timeout"
             ) from exc
         except httpx.TransportError as exc:
+            CRISP_CALLS.labels("connection_error").inc()
             log.debug("crisp_request_failed", route=route, error=type(exc).__name__)
             raise CrispUnavailable(
                 f"Crisp {route} connection failed: {type(exc).__name__}",
@@ -501,6 +504,7 @@ class CrispClient:
                 f"Crisp {route} failed: {type(exc).__name__}", reason="http_error"
             ) from exc
         answer = _read_answer(response)
+        CRISP_CALLS.labels(str(response.status_code)).inc()
         log.debug(
             "crisp_request",
             method=method,

@@ -24,6 +24,7 @@ sends everything.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -155,6 +156,9 @@ class Relay:
                     log.error("relay_entry_failed", error=repr(error))
         finally:
             self._busy = False
+            if self.client is not None and self.client.budget is not None:
+                with contextlib.suppress(RetryableError):
+                    metrics.QUOTA_USED.set(self.client.budget.used_today)
         return len(claimed)
 
     def _handle(self, key: str, contact_id: str, score: int) -> None:
