@@ -28,10 +28,11 @@ from consumer.engine import (
     new_state,
     next_due_ms,
 )
+from consumer.engine_compile import compiled
 from consumer.errors import RedisUnavailable
 from consumer.events import Event
 from consumer.outbox import NOTHING, due_ms, encode_desired
-from consumer.plan import Plan
+from consumer.plan import Placeholder, Plan, Template
 from consumer.store import ContactRecord, ContactWrite, Store
 
 #: Receives transitions before the state that made them is written.
@@ -92,6 +93,7 @@ class Processor:
         self.wall_clock_ms = wall_clock_ms
         self.sync = sync
         self.dry_run = dry_run
+        self._stage_only_data = _data_follows_stages(plan)
 
     def process(
         self, partition: int, items: Sequence[Offset], announce: Announce
@@ -152,7 +154,13 @@ class Processor:
             if item.event.email and item.event.email != record.email:
                 email = item.event.email
         outcome.write = self._write(
-            record, partition, fresh[-1].offset, before, state, email
+            record,
+            partition,
+            fresh[-1].offset,
+            before,
+            state,
+            email,
+            moved=bool(outcome.transitions),
         )
         return outcome
 
@@ -179,7 +187,13 @@ class Processor:
                     record.contact_id, transitions=list(step.transitions)
                 )
                 outcome.write = self._write(
-                    record, partition, record.offset, state, step.state, None
+                    record,
+                    partition,
+                    record.offset,
+                    state,
+                    step.state,
+                    None,
+                    moved=bool(step.transitions),
                 )
                 outcomes.append(outcome)
             announce([t for o in outcomes for t in o.transitions])
@@ -194,6 +208,15 @@ class Processor:
             records = self.store.load_contacts(conflicts)
         raise RedisUnavailable(f"timers of partition {partition} kept conflicting")
 
+    def _desired_follows_stages(self, state: ContactState) -> bool:
+        """True when only a stage move can change the desired Crisp state.
+
+        That holds when the plan's custom data names stages and their times
+        but no counts or sums, and the state is laid out for this very plan
+        (a state carried over from another plan may want a new look).
+        """
+        return self._stage_only_data and state.layout is compiled(self.plan)
+
     def _state(self, record: ContactRecord) -> ContactState:
         if record.state is None:
             return new_state(record.contact_id)
@@ -207,11 +230,17 @@ class Processor:
         before: ContactState,
         after: ContactState,
         email: str | None,
+        moved: bool,
     ) -> ContactWrite:
         pending = None
         pending_due = pending_first = 0
-        if self.sync:
-            desired = encode_desired(desired_crisp(self.plan, after))
+        if moved or not self._desired_follows_stages(before):
+            desired: str | None = encode_desired(desired_crisp(self.plan, after))
+        else:
+            desired = None  # no move: the desired state is what it was
+        if self.sync and desired is None and email and record.pending is not None:
+            desired = record.pending  # send it now that an identity is known
+        if self.sync and desired is not None:
             sent = record.last_sent_dry_run if self.dry_run else record.last_sent
             baseline = record.pending if record.pending is not None else sent
             # A contact in no stage that Crisp never heard of costs nothing.
@@ -238,3 +267,17 @@ class Processor:
             had_timer=record.revision > 0
             and next_due_ms(self.plan, before) is not None,
         )
+
+
+def _data_follows_stages(plan: Plan) -> bool:
+    """True when no custom data template of the plan uses counts or sums."""
+    for lifecycle in plan.lifecycles:
+        for stage in lifecycle.stages:
+            for value in stage.data.values():
+                parts = value.parts if isinstance(value, Template) else ()
+                if any(
+                    isinstance(part, Placeholder) and part.kind in {"count", "sum"}
+                    for part in parts
+                ):
+                    return False
+    return True
