@@ -16,7 +16,13 @@ from pathlib import Path
 import redis
 from fastavro import parse_schema, schemaless_writer
 
-from consumer.codec import SCHEMAS_DIR, EventCodec, frame, local_schema_id
+from consumer.codec import (
+    SCHEMAS_DIR,
+    EventCodec,
+    TransitionCodec,
+    frame,
+    local_schema_id,
+)
 from consumer.events import Event
 from consumer.publish import HEADER_REASON, HEADER_SOURCE
 from tests.service.conftest import MakeEnv
@@ -136,3 +142,33 @@ def test_the_same_event_twice_counts_once(
     env.run_until_caught_up()
     state = snapshot(redis_client, env.namespace)["c-dup"]
     assert state["stages"]["customer"] == "qualified_lead"
+
+
+def test_transitions_are_announced_with_deterministic_ids(make_env: MakeEnv) -> None:
+    """Every move goes to the transitions topic keyed by contact; two runs of
+    the same events announce the same ids, so downstream can drop repeats."""
+    events = [
+        Event("t-1", "c-walk", "Page:Viewed", NOW),
+        Event("t-2", "c-walk", "Newsletter:Subscribed", NOW + 1000),
+        Event("t-3", "c-walk", "Order:Completed", NOW + 2000, None, {"amount": 9.5}),
+    ]
+    first = make_env("first")
+    produce(first.bootstrap, first.topic, events)
+    first.run_until_caught_up()
+    second = make_env("second")
+    second.run_until_caught_up()
+
+    records = [
+        (m.key(), TransitionCodec(None).decode(m.value()))
+        for m in read_topic(first.bootstrap, first.transitions_topic, 6)
+    ]
+    assert all(key == b"c-walk" for key, _ in records)
+    moves = [(r["from_stage"], r["to_stage"], r["event_id"]) for _, r in records]
+    assert moves[:3] == [
+        (None, "visit", "t-1"),
+        ("visit", "subscriber", "t-2"),
+        ("subscriber", "customer", "t-3"),
+    ]
+    assert moves[3:] == moves[:3]
+    ids = [r["transition_id"] for _, r in records]
+    assert ids[:3] == ids[3:] and len(set(ids)) == 3
