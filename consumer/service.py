@@ -299,12 +299,12 @@ class Service:
         return int(consumer.get_watermark_offsets(tp, timeout=10)[0])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._release(partitions)
         offsets = [
             TopicPartition(self.topic, tp.partition, self._next[tp.partition])
             for tp in partitions
             if tp.partition in self._next
         ]
+        self._release(partitions)
         if offsets:
             try:
                 consumer.commit(offsets=offsets, asynchronous=False)
