@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 import structlog
+from confluent_kafka import KafkaException
 
 from consumer import commands
 from consumer.errors import FatalError, LifecycleError
@@ -30,7 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Kafka events to customer lifecycle stages in Crisp.",
     )
     parser.add_argument(
-        "--log-level", default="info", help="debug, info, warning or error"
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="default: info",
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     for module_info in sorted(pkgutil.iter_modules(commands.__path__)):
@@ -49,13 +53,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except FatalError as exc:
-        structlog.get_logger().error("fatal_error", error=str(exc))
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     except LifecycleError as exc:
-        structlog.get_logger().error("command_failed", error=str(exc))
-        print(f"error: {exc}", file=sys.stderr)
+        # One line on standard error: readable on a terminal, JSON elsewhere.
+        kind = "fatal" if isinstance(exc, FatalError) else type(exc).__name__
+        structlog.get_logger().error("command_failed", kind=kind, error=str(exc))
+        return 1
+    except KafkaException as exc:
+        error = f"Kafka: {exc.args[0]}"
+        structlog.get_logger().error("command_failed", kind="kafka", error=error)
         return 1
     except KeyboardInterrupt:
         return 130

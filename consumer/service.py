@@ -187,7 +187,11 @@ class Service:
         )
         server.start()
         self._log.info("health_listening", port=server.port)
-        consumer = self._consumer = Consumer(self._consumer_config())
+        try:
+            consumer = self._consumer = Consumer(self._consumer_config())
+        except KafkaException as exc:
+            server.stop()
+            raise ConfigError(f"Kafka consumer settings refused: {exc}") from exc
         try:
             if self.until_caught_up:
                 self._start_high = self._high_watermarks(consumer)
@@ -229,6 +233,15 @@ class Service:
         )
 
     def _high_watermarks(self, consumer: Consumer) -> dict[int, int]:
+        try:
+            return self._ask_high_watermarks(consumer)
+        except KafkaException as exc:
+            raise KafkaUnavailable(
+                f"cannot read topic {self.topic!r} at {self.settings.bootstrap}: "
+                f"{exc.args[0]}"
+            ) from exc
+
+    def _ask_high_watermarks(self, consumer: Consumer) -> dict[int, int]:
         metadata = consumer.list_topics(self.topic, timeout=10)
         topic = metadata.topics.get(self.topic)
         if topic is None or topic.error is not None:
@@ -401,7 +414,7 @@ class Service:
             self._log.warning(
                 "event_not_in_plan",
                 contact_id=event.contact_id,
-                event=event.name,
+                event_name=event.name,
                 reason=verdict.reason,
                 problem=verdict.problem,
             )
@@ -519,9 +532,9 @@ class Service:
         self._follow_namespace(consumer)
         now_ms = self.clock_ms()
         for partition in sorted(self._assigned):
-            high = consumer.get_watermark_offsets(
-                TopicPartition(self.topic, partition), timeout=5, cached=False
-            )[1]
+            high = self._high_watermark(consumer, partition)
+            if high is None:
+                continue
             self._high[partition] = high
             behind = max(high - self._next.get(partition, high), 0)
             metrics.LAG.labels(str(partition)).set(behind)
@@ -557,6 +570,23 @@ class Service:
                     self._next[partition] = stored
         except RetryableError as exc:
             self._log.warning("namespace_check_failed", error=str(exc))
+
+    def _high_watermark(self, consumer: Consumer, partition: int) -> int | None:
+        """Return a partition's high watermark, from the last fetch if known.
+
+        The cached value comes with every fetch response; asking the broker
+        instead would queue behind the consumer's long-polling fetch and
+        stall the loop, so that happens only before the first fetch.
+        """
+        tp = TopicPartition(self.topic, partition)
+        high = consumer.get_watermark_offsets(tp, cached=True)[1]
+        if high >= 0:
+            return int(high)
+        try:
+            return int(consumer.get_watermark_offsets(tp, timeout=1)[1])
+        except KafkaException as exc:
+            self._log.debug("watermark_unknown", partition=partition, error=str(exc))
+            return None
 
     def _fire_timers(self, partition: int, now_ms: int) -> None:
         key = self.store.timers_key(self.topic, partition)

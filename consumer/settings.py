@@ -11,6 +11,7 @@ becomes ``security.protocol=SSL`` for every producer and consumer.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -51,6 +52,21 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
 }
 
 _SECRETS = frozenset({"crisp_key"})
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster")
+#: setting, lowest and highest accepted value
+_RANGES: tuple[tuple[str, float, float], ...] = (
+    ("health_port", 0, 65535),
+    ("batch_size", 1, 100_000),
+    ("max_event_bytes", 1, 100 * 1024 * 1024),
+    ("stall_timeout_s", 1, 86_400),
+    ("outbox_pause_depth", 1, 10**9),
+    ("outbox_pause_age_s", 1, 10**7),
+    ("crisp_daily_budget", 0, 10**9),
+    ("crisp_max_rps", 0.001, 10_000),
+    ("crisp_concurrency", 1, 256),
+    ("crisp_timeout_s", 0.1, 600),
+    ("crisp_quota_pause_s", 1, 86_400),
+)
 
 
 @dataclass(frozen=True)
@@ -105,6 +121,20 @@ class Settings:
 
     def validate(self) -> None:
         """Raise `ConfigError` naming the variable of a bad setting."""
+        for name, low, high in _RANGES:
+            value = getattr(self, name)
+            if not low <= value <= high:
+                variable = ENVIRONMENT[name][0]
+                raise ConfigError(
+                    f"{variable} must be between {low} and {high}, not {value}"
+                )
+        scheme = self.redis_url.partition("://")[0]
+        if scheme not in _REDIS_SCHEMES:
+            raise ConfigError(
+                "LIFECYCLE_REDIS_URL must start with "
+                + ", ".join(f"{s}://" for s in _REDIS_SCHEMES)
+                + f", not {_redact_url(self.redis_url)!r}"
+            )
         if self.crisp_tier not in {"plugin", "website"}:
             raise ConfigError(
                 f"CRISP_TIER must be plugin or website, not {self.crisp_tier!r}"
@@ -165,7 +195,13 @@ def _convert(variable: str, raw: str, type_name: str) -> Any:
         if type_name == "int":
             return int(raw)
         if type_name == "float":
-            return float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{variable} must be a number, not {raw!r}") from exc
-    return raw
+            number = float(raw)
+            if math.isfinite(number):
+                return number
+    except ValueError:
+        pass
+    else:
+        if type_name not in {"int", "float"}:
+            return raw
+    kind = "a whole number" if type_name == "int" else "a number"
+    raise ConfigError(f"{variable} must be {kind}, not {raw!r}")
