@@ -18,6 +18,9 @@ PropertyValue = None | bool | int | float | str
 EVENT_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*:[A-Z][A-Za-z0-9]*$")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Times a datetime can hold: from year 1 to the end of year 9999.
+MIN_TIME_MS = -62_135_596_800_000
+MAX_TIME_MS = 253_402_300_799_999
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,21 +80,28 @@ def parse_time_ms(value: object) -> int:
 
     Raise `ValueError` with the offending value when it is neither.
     """
+    epoch_ms: int | None = None
     if isinstance(value, bool):
         raise ValueError(f"not a time: {value!r}")
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
+        epoch_ms = value
+    elif isinstance(value, float) and value.is_integer():
+        epoch_ms = int(value)
+    elif isinstance(value, str):
         text = value.strip()
         if text.lstrip("-").isdigit():
-            return int(text)
-        try:
-            return to_epoch_ms(datetime.fromisoformat(text.replace("Z", "+00:00")))
-        except ValueError:
-            pass
-    raise ValueError(f"not an ISO-8601 time or epoch milliseconds: {value!r}")
+            epoch_ms = int(text)
+        else:
+            try:
+                moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+                epoch_ms = to_epoch_ms(moment)
+            except ValueError:
+                pass
+    if epoch_ms is None:
+        raise ValueError(f"not an ISO-8601 time or epoch milliseconds: {value!r}")
+    if not MIN_TIME_MS <= epoch_ms <= MAX_TIME_MS:
+        raise ValueError(f"time out of range (years 1 to 9999): {value!r}")
+    return epoch_ms
 
 
 def format_time_ms(epoch_ms: int) -> str:

@@ -12,10 +12,12 @@ What happens to an entry, by what Crisp answered (CRISP_API.md's table):
 * no email and no people id yet: the entry leaves the index but its desired
   state stays on the contact, and the consumer queues it again when an
   identity arrives;
-* 429, 420, 422, 5xx, timeouts, HTML: rescheduled with backoff and jitter;
+* 429, 420, 5xx, timeouts, HTML, and 422 other than ``invalid_data``:
+  rescheduled with backoff and jitter;
 * 423, or the daily budget spent: the relay pauses; entries stay due;
-* 400 and other refusals: parked with the reason (``outbox list --parked``);
-  401 and 403 also turn the health endpoint to failing.
+* 400, 422 ``invalid_data`` and other refusals: parked with the reason
+  (``outbox list --parked``); 401 and 403 also turn the health endpoint to
+  failing.
 
 Without Crisp credentials the relay runs dry: it logs what it would send and
 records it as sent in a field of its own (``L``), so a later real run still

@@ -29,7 +29,7 @@ import importlib
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     """Read, check, sort and produce; return the exit status."""
     settings = Settings.from_env()
     if not args.file.is_file():
-        raise ConfigError(f"no such file: {args.file}")
+        what = "a directory" if args.file.is_dir() else "no such file"
+        raise ConfigError(f"{args.file}: {what}")
     mapping = load_mapping(args.mapping) if args.mapping else None
     if args.email_template:
         if mapping is None:
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     bad = 0
     warnings = 0
     accepted: list[tuple[int, int, Event]] = []
-    for line, item in importer.events():
+    for line, item in _readable(importer, args.file):
         progress.show("read", importer.rows_read)
         problem: str | None
         warning: str | None
@@ -264,3 +265,21 @@ class Progress:
             self._stream.write("\r\x1b[K")
             self._stream.flush()
             self._shown = False
+
+
+def _readable(importer: Importer, path: Path) -> Iterator[tuple[int, Event | str]]:
+    """Yield the importer's rows; a file that cannot be read is an error.
+
+    Bytes that are not UTF-8, or a compressed file cut short, stop the run
+    before anything is produced, naming the row after the last one read.
+    """
+    try:
+        yield from importer.events()
+    except (UnicodeDecodeError, EOFError, OSError) as exc:
+        near = importer.rows_read + 1
+        reason = (
+            "not UTF-8 text"
+            if isinstance(exc, UnicodeDecodeError)
+            else f"cannot be read ({exc})"
+        )
+        raise ConfigError(f"{path}: near row {near}: {reason}") from exc

@@ -12,25 +12,37 @@ import os
 import redis
 from confluent_kafka.admin import AdminClient
 
-bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+env = os.environ.get
+bootstrap = env("LIFECYCLE_BOOTSTRAP") or env("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 admin = AdminClient({"bootstrap.servers": bootstrap})
-topics = ["lifecycle.events", "lifecycle.transitions", "lifecycle.events.dlq"]
+topic = env("LIFECYCLE_TOPIC", "lifecycle.events")
+namespace = env("LIFECYCLE_NAMESPACE", "demo")
+group = env("LIFECYCLE_GROUP", "crisp-lifecycle-demo")
+topics = [
+    topic,
+    env("LIFECYCLE_TRANSITIONS_TOPIC", "lifecycle.transitions"),
+    env("LIFECYCLE_DEAD_LETTER_TOPIC", "lifecycle.events.dlq"),
+]
 existing = set(admin.list_topics(timeout=10).topics)
 for topic, future in admin.delete_topics(
     [t for t in topics if t in existing], operation_timeout=30
 ).items():
     future.result()
     print(f"deleted topic {topic}")
-for group, future in admin.delete_consumer_groups(["crisp-lifecycle-demo"]).items():
+for name, future in admin.delete_consumer_groups([group]).items():
     try:
         future.result()
-        print(f"deleted group {group}")
+        print(f"deleted group {name}")
     except Exception as exc:  # an unknown group is fine here
-        print(f"group {group}: {exc}")
-client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6390/0"))
-keys = list(client.scan_iter(match="demo:*", count=1000))
-for start in range(0, len(keys), 500):
-    client.delete(*keys[start : start + 500])
-print(f"deleted {len(keys)} keys of namespace demo")
+        print(f"group {name}: {exc}")
+url = env("LIFECYCLE_REDIS_URL") or env("REDIS_URL", "redis://127.0.0.1:6390/0")
+client = redis.Redis.from_url(url)
+# The namespace, the replays built beside it, and the sandbox website's
+# daily request count (shared by every run against the sandbox).
+patterns = [f"{namespace}:*", f"{namespace}.*", "crisp-lifecycle:budget:sandbox-website:*"]
+keys = [key for pattern in patterns for key in client.scan_iter(match=pattern, count=1000)]
+for key in keys:
+    client.delete(key)
+print(f"deleted {len(keys)} keys of namespace {namespace} and the sandbox budget")
 PY
 "${LOCAL_DIR}/sandbox.sh" stop

@@ -77,8 +77,8 @@ echo
 echo
 cat <<TXT
 Where to look next:
-  .venv/bin/crisp-lifecycle contact show cdnow-00004 --namespace ${LIFECYCLE_NAMESPACE}
-  .venv/bin/crisp-lifecycle report --json --namespace ${LIFECYCLE_NAMESPACE}
+  .venv/bin/crisp-lifecycle contact show cdnow-00004 --namespace ${LIFECYCLE_NAMESPACE} --redis-url ${LIFECYCLE_REDIS_URL}
+  .venv/bin/crisp-lifecycle report --json --namespace ${LIFECYCLE_NAMESPACE} --redis-url ${LIFECYCLE_REDIS_URL}
   curl -s http://127.0.0.1:${SANDBOX_PORT:-8765}/_sandbox/profiles | head -c 600
   curl -s http://127.0.0.1:${SANDBOX_PORT:-8765}/_sandbox/requests | head -c 600
 The services keep running; 'make services-down' stops them.

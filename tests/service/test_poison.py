@@ -172,3 +172,23 @@ def test_transitions_are_announced_with_deterministic_ids(make_env: MakeEnv) -> 
     assert moves[3:] == moves[:3]
     ids = [r["transition_id"] for _, r in records]
     assert ids[:3] == ids[3:] and len(set(ids)) == 3
+
+
+def test_events_the_plan_reports_are_applied_and_counted(
+    make_env: MakeEnv, redis_client: redis.Redis
+) -> None:
+    """Under enforcement report, a misspelt or unplanned event and an order
+    without its required amount are processed, not dead-lettered, and the
+    consumer goes on (it once crashed on the warning it logs)."""
+    env = make_env()
+    events = [
+        good(0),
+        Event("r-1", "c-good", "order completed", NOW + 10),
+        Event("r-2", "c-good", "Order:Completed", NOW + 20),
+        good(3),
+    ]
+    produce(env.bootstrap, env.topic, events)
+    log = env.run_until_caught_up()
+    assert log.count('"event_not_in_plan"') == 2
+    assert snapshot(redis_client, env.namespace) == expected_snapshot(events)
+    assert read_topic(env.bootstrap, env.dead_letter_topic, 0, timeout_s=2) == []
