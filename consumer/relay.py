@@ -131,6 +131,10 @@ class Relay:
             except RetryableError as exc:
                 log.warning("relay_round_failed", error=str(exc))
                 handled = 0
+            except Exception:
+                # A bug must not silently end the relay: say it, and go on.
+                log.exception("relay_round_crashed")
+                handled = 0
             if not handled:
                 self._stopping.wait(POLL_S)
 
@@ -150,7 +154,16 @@ class Relay:
             return 0
         self._busy = True
         try:
-            futures = [self._pool.submit(self._handle, *entry) for entry in claimed]
+            records = self.store.load_contacts(contact for _, contact, _ in claimed)
+            entries = [
+                (key, records[contact], score) for key, contact, score in claimed
+            ]
+            if self.client is None:
+                # Dry run: no request to wait on, so no thread is worth its GIL.
+                for entry in entries:
+                    self._handle(*entry)
+                return len(claimed)
+            futures = [self._pool.submit(self._handle, *entry) for entry in entries]
             wait(futures)
             for future in futures:
                 error = future.exception()
@@ -163,10 +176,10 @@ class Relay:
                     metrics.QUOTA_USED.set(self.client.budget.used_today)
         return len(claimed)
 
-    def _handle(self, key: str, contact_id: str, score: int) -> None:
+    def _handle(self, key: str, record: ContactRecord, score: int) -> None:
         if self.clock_ms() < self._paused_until_ms:
             return
-        record = self.store.load_contact(contact_id)
+        contact_id = record.contact_id
         if record.pending is None or record.parked is not None:
             self.store.remove_if_unchanged(key, contact_id, score)
             return

@@ -395,7 +395,8 @@ class Service:
                 )
                 continue
             items.append(Offset(_where(message)[1], event))
-        self.publisher.flush()
+        if len(items) < len(batch) and self.replay is None:
+            self.publisher.flush()  # the dead letters, before the offsets move
         return items
 
     def _event(self, message: Message) -> Event:
