@@ -100,10 +100,8 @@ class PlanViolation(RecordError):
     reason = "not_in_plan"
 
 
-class CrispRejected(RecordError):
-    """Crisp refused an update for a reason that a retry will not change."""
-
-    reason = "crisp_rejected"
+class CrispAnswer(LifecycleError):
+    """Carries the HTTP status and body of the Crisp answer behind an error."""
 
     def __init__(
         self, message: str, *, status: int | None = None, body: str = ""
@@ -111,6 +109,12 @@ class CrispRejected(RecordError):
         super().__init__(message)
         self.status = status
         self.body = body
+
+
+class CrispRejected(CrispAnswer, RecordError):
+    """Crisp refused an update for a reason that a retry will not change."""
+
+    reason = "crisp_rejected"
 
 
 class TombstoneRecord(DecodeError):
@@ -143,12 +147,5 @@ class PlanError(FatalError):
     """A tracking plan failed to load; the message names file and line."""
 
 
-class CrispAuthError(FatalError):
+class CrispAuthError(CrispAnswer, FatalError):
     """Crisp refused the credentials (401) or the scope (403)."""
-
-    def __init__(
-        self, message: str, *, status: int | None = None, body: str = ""
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = body
