@@ -13,6 +13,7 @@ BIN := $(VENV)/bin
 # Touched after a successful install; older than pyproject.toml means redo.
 VENV_STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 export KAFKA_PORT ?= 9092
 export REDIS_PORT ?= 6390
@@ -28,6 +29,9 @@ SERVICES := deploy/local/services.sh
 
 demo: venv services-up ## Run the whole path on the shared data sets, print the funnel
 	deploy/local/demo.sh
+
+bench: venv services-up ## Measure throughput, latency, memory (BENCH_ARGS="--events 100000")
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 redis-cluster-up: ## Start a three-node Redis Cluster on 127.0.0.1:7101-7103
 	deploy/local/redis-cluster.sh start

@@ -77,6 +77,8 @@ log = structlog.get_logger("consumer.service")
 #: timers in event order; a timer fires this long after it is due.
 TIMER_GRACE_MS = 2_000
 TICK_S = 1.0
+#: The longest a message waits for its batch to fill when traffic is low.
+POLL_TIMEOUT_S = 0.1
 #: Timer batches fired per partition and tick; the rest waits a tick.
 MAX_TIMER_ROUNDS = 20
 
@@ -204,7 +206,9 @@ class Service:
             if self.relay is not None:
                 self.relay.start()
             while not self._stopping.is_set():
-                messages = consumer.consume(self.settings.batch_size, timeout=0.5)
+                messages = consumer.consume(
+                    self.settings.batch_size, timeout=POLL_TIMEOUT_S
+                )
                 if messages:
                     self._handle(messages)
                 self.health.progress()

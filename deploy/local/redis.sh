@@ -66,6 +66,7 @@ start() {
     rotate_log "${LOG}"
     redis-server --bind 127.0.0.1 --port "${REDIS_PORT}" --protected-mode yes \
         --save '' --appendonly no --dir "${STATE_DIR}" \
+        --hash-max-listpack-value 512 \
         --daemonize yes --pidfile "${PIDFILE}" --logfile "${LOG}" \
         || die "redis-server failed to start, see ${LOG}"
     deadline=$((SECONDS + 20))
