@@ -7,6 +7,7 @@ of its JSON twin (one object per line) that the command-line tools read.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -102,6 +103,11 @@ def parse_time_ms(value: object) -> int:
     if not MIN_TIME_MS <= epoch_ms <= MAX_TIME_MS:
         raise ValueError(f"time out of range (years 1 to 9999): {value!r}")
     return epoch_ms
+
+
+def wall_clock_ms() -> int:
+    """Return the wall-clock time in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
 
 
 def format_time_ms(epoch_ms: int) -> str:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -43,6 +42,7 @@ from consumer.errors import (
     CrispUnavailable,
     RetryableError,
 )
+from consumer.events import wall_clock_ms
 from consumer.health import Health
 from consumer.outbox import decode_desired
 from consumer.plan import Plan
@@ -73,7 +73,7 @@ class Relay:
         *,
         client: CrispClient | None = None,
         retry: RetryPolicy | None = None,
-        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.topic = settings.topic
         self.plan = plan

@@ -35,7 +35,7 @@ from confluent_kafka.admin import AdminClient
 
 from consumer.engine import decode_state, desired_crisp
 from consumer.errors import ConfigError
-from consumer.events import format_time_ms
+from consumer.events import format_time_ms, wall_clock_ms
 from consumer.outbox import NOTHING, encode_desired
 from consumer.plan import Plan
 from consumer.service import Replaying, Service
@@ -91,7 +91,7 @@ class Replay:
         *,
         namespace: str | None = None,
         from_ms: int | None = None,
-        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.settings = settings
         self.plan = plan

@@ -59,7 +59,7 @@ from consumer.errors import (
     RecordError,
     RetryableError,
 )
-from consumer.events import Event
+from consumer.events import Event, wall_clock_ms
 from consumer.health import Health, HealthServer
 from consumer.plan import Plan, check_event
 from consumer.processor import Offset, Processor
@@ -81,11 +81,6 @@ TICK_S = 1.0
 POLL_TIMEOUT_S = 0.1
 #: Timer batches fired per partition and tick; the rest waits a tick.
 MAX_TIMER_ROUNDS = 20
-
-
-def wall_clock_ms() -> int:
-    """Return the wall-clock time in epoch milliseconds."""
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)

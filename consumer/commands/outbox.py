@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import Any
 
 from consumer.commands._common import add_service_flags, settings_from
-from consumer.events import format_time_ms
+from consumer.events import format_time_ms, wall_clock_ms
 from consumer.store import Store, connect
 
 
@@ -61,7 +60,7 @@ def run_retry(args: argparse.Namespace) -> int:
     """Requeue parked updates for an immediate retry."""
     settings = settings_from(args)
     store = Store(connect(settings.redis_url), settings.namespace)
-    now_ms = time.time_ns() // 1_000_000
+    now_ms = wall_clock_ms()
     records = store.parked()
     for record in records:
         store.unpark(record, settings.topic, now_ms)
