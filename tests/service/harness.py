@@ -7,7 +7,6 @@ exactly as in production.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -15,13 +14,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
 from confluent_kafka import Consumer, Producer
 
+from bench.runs import DEFAULT_PLAN, REPO, Deployment
 from consumer.codec import EventCodec
 from consumer.engine import (
     ContactState,
@@ -34,41 +34,17 @@ from consumer.events import Event
 from consumer.plan import load_plan
 from consumer.report import describe_state
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_PLAN = REPO / "plans" / "default.yaml"
 DAY_MS = 86_400_000
 
 
-@dataclass
-class ServiceEnv:
-    """The environment of one consumer deployment under test."""
-
-    bootstrap: str
-    topic: str
-    redis_url: str
-    namespace: str
-    group: str
-    dead_letter_topic: str
-    transitions_topic: str
-    plan: Path = DEFAULT_PLAN
-    extra: dict[str, str] = field(default_factory=dict)
+@dataclass(frozen=True)
+class ServiceEnv(Deployment):
+    """One consumer deployment under test: the benchmark's, tuned for tests."""
 
     def environ(self) -> dict[str, str]:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("LIFECYCLE_", "CRISP_"))
-        }
+        """Return the deployment's environment with the tests' defaults."""
+        env = super().environ()
         env.update(
-            LIFECYCLE_BOOTSTRAP=self.bootstrap,
-            LIFECYCLE_TOPIC=self.topic,
-            LIFECYCLE_DEAD_LETTER_TOPIC=self.dead_letter_topic,
-            LIFECYCLE_TRANSITIONS_TOPIC=self.transitions_topic,
-            LIFECYCLE_GROUP=self.group,
-            LIFECYCLE_REDIS_URL=self.redis_url,
-            LIFECYCLE_NAMESPACE=self.namespace,
-            LIFECYCLE_PLAN=str(self.plan),
-            LIFECYCLE_HEALTH_PORT="0",
             LIFECYCLE_BATCH_SIZE="200",
             # A killed member is noticed in seconds, not librdkafka's 45 s.
             LIFECYCLE_KAFKA_SESSION_TIMEOUT_MS="6000",
