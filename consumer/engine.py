@@ -237,13 +237,16 @@ def apply_event(plan: Plan, state: ContactState, event: Event) -> Step:
 
 
 def advance(plan: Plan, state: ContactState, now_ms: int) -> Step:
-    """Fire every timer due at or before ``now_ms``, each at its due time."""
+    """Fire every timer due at or before ``now_ms``, each at its due time.
+
+    The contact's clock moves to the last timer fired, not to ``now_ms``: a
+    check at wall-clock time must not make an event that arrives later, but
+    happened before that time, count as late.
+    """
     layout = compiled(plan)
     out: list[Transition] = []
     st = state.fork() if state.layout is layout else _bound(layout, state, out)
     _fire_timers(layout, st, now_ms, out)
-    if now_ms > st.clock_ms:
-        st.clock_ms = now_ms
     return Step(st, tuple(out), False)
 
 

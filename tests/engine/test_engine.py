@@ -104,7 +104,27 @@ def test_retained_fires_at_its_exact_due_time(default: Plan) -> None:
     assert path(step.transitions) == [("customer", "retained_customer", due)]
     assert step.transitions[0].event_id is None
     assert next_due_ms(default, step.state) is None
-    assert step.state.clock_ms == due + 400 * DAY
+    # The clock stands at the timer fired, not at the time of the check, so
+    # an event from before the check but after the timer is not late.
+    assert step.state.clock_ms == due
+
+
+def test_a_wall_clock_check_does_not_make_older_events_late(default: Plan) -> None:
+    """A timer check at wall time, then an event from before that time but
+    after the timer: the event's move keeps its own time, as in a replay."""
+    state, _ = run(
+        default,
+        [
+            event("Order:Completed", T0, amount=5),
+            event("Order:Completed", T0 + 3 * DAY, amount=5),
+        ],
+    )
+    checked = advance(default, state, T0 + 400 * DAY).state
+    referral = event("Referral:Sent", T0 + 40 * DAY)
+    step = apply_event(default, checked, referral)
+    assert path(step.transitions) == [
+        ("retained_customer", "advocate", T0 + 40 * DAY)
+    ]
 
 
 def test_an_event_after_a_due_time_fires_the_timer_first(default: Plan) -> None:

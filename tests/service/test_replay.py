@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import random
 import subprocess
 import sys
 import time
@@ -28,6 +26,7 @@ from tests.service.harness import (
     snapshot,
     synthetic_events,
 )
+from tests.service.test_faults import high_watermarks, wait_for_offsets
 
 OLD = int(time.time() * 1000) - 60 * DAY_MS
 
@@ -150,15 +149,20 @@ def test_replay_killed_halfway_resumes_to_the_same_result(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(random.Random(3).uniform(3.0, 5.0))
-    kill_hard(process)
-    recorded = Namespaces(redis_client, env.namespace).replay_in_progress()
+    names = Namespaces(redis_client, env.namespace)
+    deadline = time.monotonic() + 60
+    recorded: dict[str, str] = {}
+    while time.monotonic() < deadline and not recorded:
+        recorded = names.replay_in_progress()
+        time.sleep(0.05)
     assert recorded.get("namespace"), "a replay records itself before it starts"
+    totals = high_watermarks(env.bootstrap, env.topic)
+    wait_for_offsets(redis_client, recorded["namespace"], env.topic, totals, part=0.2)
+    kill_hard(process)
+    assert names.replay_in_progress() == recorded, "killed halfway, not after"
 
     out = replay(env)
     new = Namespaces(redis_client, env.namespace).active()
     assert new == recorded["namespace"], out
     assert snapshot(redis_client, new) == expected_snapshot(events)
-    assert (
-        json.dumps(Namespaces(redis_client, env.namespace).replay_in_progress()) == "{}"
-    )
+    assert names.replay_in_progress() == {}, "a finished replay forgets itself"
