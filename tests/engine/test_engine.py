@@ -122,9 +122,7 @@ def test_a_wall_clock_check_does_not_make_older_events_late(default: Plan) -> No
     checked = advance(default, state, T0 + 400 * DAY).state
     referral = event("Referral:Sent", T0 + 40 * DAY)
     step = apply_event(default, checked, referral)
-    assert path(step.transitions) == [
-        ("retained_customer", "advocate", T0 + 40 * DAY)
-    ]
+    assert path(step.transitions) == [("retained_customer", "advocate", T0 + 40 * DAY)]
 
 
 def test_an_event_after_a_due_time_fires_the_timer_first(default: Plan) -> None:
