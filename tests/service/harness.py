@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench.runs import DEFAULT_PLAN, REPO, Deployment
 from consumer.codec import EventCodec
@@ -33,6 +33,8 @@ from consumer.engine import (
 from consumer.events import Event
 from consumer.plan import load_plan
 from consumer.report import describe_state
+from consumer.service import TIMER_GRACE_MS
+from consumer.store import Store
 
 DAY_MS = 86_400_000
 
@@ -233,6 +235,89 @@ def synthetic_events(
             )
         )
     return out
+
+
+def high_watermarks(bootstrap: str, topic: str) -> dict[int, int]:
+    """Return each partition's end offset."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "hw-probe"})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in metadata.partitions
+        }
+    finally:
+        consumer.close()
+
+
+def wait_for_offsets(
+    client: redis.Redis,
+    namespace: str,
+    topic: str,
+    totals: dict[int, int],
+    timeout_s: float = 120,
+    part: float = 1.0,
+) -> None:
+    """Wait until Redis holds ``part`` of the end offsets (all of each by
+    default; with ``part`` below 1, of their sum)."""
+    store = Store(client, namespace)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stored = {p: store.stored_offset(topic, p) or 0 for p in totals}
+        if part >= 1.0 and all(stored[p] >= end for p, end in totals.items()):
+            return
+        if part < 1.0 and sum(stored.values()) >= part * sum(totals.values()):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"offsets did not reach {part:.0%} of {totals}")
+
+
+def wait_for_timers(
+    client: redis.Redis,
+    namespace: str,
+    topic: str,
+    partitions: Iterable[int],
+    timeout_s: float = 60,
+) -> None:
+    """Wait until no partition holds a timer that the service should have
+    fired by now (it fires them a grace period after they fall due)."""
+    store = Store(client, namespace)
+    keys = [store.timers_key(topic, p) for p in partitions]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now_ms = int(time.time() * 1000) - TIMER_GRACE_MS
+        if not any(store.due_members(key, now_ms, 1) for key in keys):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timers still due after {timeout_s:.0f} s")
+
+
+def assert_same_states(
+    actual: Mapping[str, Any], expected: Mapping[str, Any], limit: int = 5
+) -> None:
+    """Assert two snapshots are equal; on failure, name the contacts and the
+    fields that differ, briefly enough to read at the end of a CI log."""
+    missing = sorted(expected.keys() - actual.keys())
+    extra = sorted(actual.keys() - expected.keys())
+    differing = sorted(
+        c for c in expected.keys() & actual.keys() if actual[c] != expected[c]
+    )
+    if not (missing or extra or differing):
+        return
+    lines = [
+        f"{len(differing)} contacts differ, {len(missing)} missing, "
+        f"{len(extra)} unexpected (of {len(expected)} expected)"
+    ]
+    if missing:
+        lines.append(f"missing: {', '.join(missing[:limit])}")
+    if extra:
+        lines.append(f"unexpected: {', '.join(extra[:limit])}")
+    for contact in differing[:limit]:
+        for field in sorted(expected[contact].keys() | actual[contact].keys()):
+            got, want = actual[contact].get(field), expected[contact].get(field)
+            if got != want:
+                lines.append(f"{contact}.{field}: got {got!r}, expected {want!r}")
+    raise AssertionError("\n".join(lines))
 
 
 def kill_hard(process: subprocess.Popen[bytes]) -> None:

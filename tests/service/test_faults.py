@@ -12,58 +12,25 @@ import time
 
 import redis
 
-from consumer.store import Store
 from tests.service.conftest import MakeEnv, PrivateRedis
 from tests.service.harness import (
     DAY_MS,
+    assert_same_states,
     expected_snapshot,
+    high_watermarks,
     kill_hard,
     log_of,
     produce,
     snapshot,
     stage_counts,
     synthetic_events,
+    wait_for_offsets,
+    wait_for_timers,
 )
 
 # Events end 60 days ago, so every 30-day timer is due before the run and
 # the final state does not depend on when the run happens.
 OLD = int(time.time() * 1000) - 60 * DAY_MS
-
-
-def wait_for_offsets(
-    client: redis.Redis,
-    env_namespace: str,
-    topic: str,
-    totals: dict[int, int],
-    timeout_s: float = 120,
-    part: float = 1.0,
-) -> None:
-    """Wait until Redis holds ``part`` of the end offsets (all of each by
-    default; with ``part`` below 1, of their sum)."""
-    store = Store(client, env_namespace)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        stored = {p: store.stored_offset(topic, p) or 0 for p in totals}
-        if part >= 1.0 and all(stored[p] >= end for p, end in totals.items()):
-            return
-        if part < 1.0 and sum(stored.values()) >= part * sum(totals.values()):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"offsets did not reach {part:.0%} of {totals}")
-
-
-def high_watermarks(bootstrap: str, topic: str) -> dict[int, int]:
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "hw-probe"})
-    try:
-        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in metadata.partitions
-        }
-    finally:
-        consumer.close()
 
 
 def test_kill_9_at_random_points_gives_the_clean_state(
@@ -75,7 +42,7 @@ def test_kill_9_at_random_points_gives_the_clean_state(
     produce(clean.bootstrap, clean.topic, events)
     clean.run_until_caught_up()
     expected = snapshot(redis_client, clean.namespace)
-    assert expected == expected_snapshot(events)
+    assert_same_states(expected, expected_snapshot(events))
     assert len(expected) == 400
 
     faulty = make_env("killed", extra={"LIFECYCLE_BATCH_SIZE": "50"})
@@ -85,7 +52,7 @@ def test_kill_9_at_random_points_gives_the_clean_state(
         time.sleep(rng.uniform(1.0, 3.0))
         kill_hard(process)
     faulty.run_until_caught_up()
-    assert snapshot(redis_client, faulty.namespace) == expected
+    assert_same_states(snapshot(redis_client, faulty.namespace), expected)
 
 
 def test_three_consumers_one_killed_one_added_match_one_consumer(
@@ -103,7 +70,9 @@ def test_three_consumers_one_killed_one_added_match_one_consumer(
     kill_hard(processes.pop(1))
     processes.append(group.start())
     wait_for_offsets(redis_client, group.namespace, group.topic, totals)
-    time.sleep(3)  # a tick or two for timers of the caught-up partitions
+    # Timers due after the last event fire at wall time, once the partition's
+    # owner (after the rebalances, perhaps the newest member) has caught up.
+    wait_for_timers(redis_client, group.namespace, group.topic, totals)
     for process in processes:
         process.terminate()
     for process in processes:
@@ -111,7 +80,7 @@ def test_three_consumers_one_killed_one_added_match_one_consumer(
 
     expected = expected_snapshot(events)
     assert len(stage_counts(expected)) > 3
-    assert snapshot(redis_client, group.namespace) == expected
+    assert_same_states(snapshot(redis_client, group.namespace), expected)
 
 
 def test_redis_down_mid_stream_waits_and_resumes(
@@ -134,13 +103,13 @@ def test_redis_down_mid_stream_waits_and_resumes(
         private_redis.start()
         client = private_redis.client()
         wait_for_offsets(client, faulty.namespace, faulty.topic, totals)
-        time.sleep(3)
+        wait_for_timers(client, faulty.namespace, faulty.topic, totals)
         log = log_of(process)
     finally:
         process.terminate()
         process.wait(60)
     assert "transient_failure" in log, "the outage must have been seen"
 
-    assert snapshot(private_redis.client(), faulty.namespace) == expected_snapshot(
-        events
+    assert_same_states(
+        snapshot(private_redis.client(), faulty.namespace), expected_snapshot(events)
     )
