@@ -338,13 +338,14 @@ class TransitionCodec(_AvroCodec):
             max_value_bytes,
         )
 
-    def encode(self, record: dict[str, Any]) -> bytes:
+    def encode(self, record: dict[str, Any], *, checked: bool = False) -> bytes:
         """Return the framed Avro value of a transition record.
 
         ``occurred_at`` is epoch milliseconds. Raise `ValueError` when the
-        record does not fit the schema.
+        record does not fit the schema; a record built by
+        `Transition.to_record` is typed already and may skip that check.
         """
-        return self._encode_record(record, checked=False)
+        return self._encode_record(record, checked=checked)
 
     def decode(self, value: bytes | None) -> dict[str, Any]:
         """Return the transition record in a value (``occurred_at`` in ms)."""

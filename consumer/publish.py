@@ -59,7 +59,7 @@ class Publisher:
             self._produce(
                 self.transitions_topic,
                 transition.contact_id.encode(),
-                self.codec.encode(transition.to_record()),
+                self.codec.encode(transition.to_record(), checked=True),
                 None,
             )
 
