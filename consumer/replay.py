@@ -10,7 +10,10 @@ old namespace meanwhile. Then:
 2. every rebuilt contact takes over what Crisp was last sent (and its
    people id) from the live namespace, and is queued once if its desired
    state differs: intermediate states cost nothing, and managed segments
-   that a changed plan no longer gives are removed;
+   that a changed plan no longer gives are removed. A live contact the
+   topic no longer explains (its events are older than ``--from`` or than
+   the topic's retention) is in no stage now: it is carried over without a
+   state and queued once to take its managed segments off Crisp;
 3. the active-namespace pointer switches in one ``SET``. Running consumers
    follow it within a second, continuing each partition from the offset the
    rebuilt state reached, without a restart (a consumer still on an older
@@ -56,6 +59,8 @@ class StageChanges:
     samples: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
     contacts: int = 0
     unchanged: int = 0
+    #: live contacts with a stage that the rebuilt namespace does not know
+    left: int = 0
 
     def add(self, lifecycle: str, before: str, after: str, contact_id: str) -> None:
         """Count one contact whose stage differs."""
@@ -74,6 +79,11 @@ class StageChanges:
         for (lifecycle, before, after), count in self.moves.most_common():
             sample = ", ".join(self.samples[(lifecycle, before, after)])
             yield f"  {lifecycle}: {before} -> {after}: {count} (e.g. {sample})"
+        if self.left:
+            yield (
+                f"{self.left} live contacts have no events in the replayed "
+                "range and leave their stages"
+            )
 
 
 def new_namespace(base: str) -> str:
@@ -162,6 +172,11 @@ class Replay:
                     moved = True
                     changes.add(lifecycle, str(old), str(stage), rebuilt.contact_id)
             changes.unchanged += not moved
+        for current in self._live_only(live):
+            if current.state is not None and any(
+                decode_state(current.state).stages.values()
+            ):
+                changes.left += 1
         return changes
 
     def finish(self, *, drop_old: bool) -> int:
@@ -203,6 +218,20 @@ class Replay:
                 pipe.hset(key, mapping=carried)
             if len(pipe) >= 2 * BATCH:
                 pipe.execute()
+        for current in self._live_only(live):
+            sent = current.last_sent_dry_run if dry_run else current.last_sent
+            if sent is None or sent == NOTHING or current.partition is None:
+                continue
+            retired = self._retired(current, now_ms)
+            pipe.hset(rebuilt_store.contact_key(current.contact_id), mapping=retired)
+            if current.email or current.people_id:
+                pipe.zadd(
+                    rebuilt_store.outbox_key(self.settings.topic, current.partition),
+                    {current.contact_id: now_ms},
+                )
+                queued += 1
+            if len(pipe) >= 2 * BATCH:
+                pipe.execute()
         pipe.execute()
         old = self.names.switch(self.namespace)
         self.names.finish_replay()
@@ -212,6 +241,27 @@ class Replay:
             log.info("namespace_dropped", namespace=old, keys=dropped)
         self._delete_group()
         return queued
+
+    @staticmethod
+    def _retired(current: ContactRecord, now_ms: int) -> dict[Any, Any]:
+        """Return the fields of a live-only contact in the new namespace: no
+        state, its Crisp bookkeeping, and a pending update to nothing."""
+        fields: dict[Any, Any] = {
+            "r": 1,
+            "p": current.partition,
+            "d": NOTHING,
+            "od": str(now_ms),
+            "of": str(now_ms),
+        }
+        for field_name, value in (
+            ("l", current.last_sent),
+            ("L", current.last_sent_dry_run),
+            ("i", current.people_id),
+            ("e", current.email),
+        ):
+            if value is not None:
+                fields[field_name] = value
+        return fields
 
     def discard(self) -> None:
         """Remove the rebuilt namespace and the replay's group (dry run)."""
@@ -230,6 +280,24 @@ class Replay:
                 yield from self._with_live(live, batch)
                 batch = []
         yield from self._with_live(live, batch)
+
+    def _live_only(self, live: Store) -> Iterator[ContactRecord]:
+        """Yield the live contacts that the rebuilt namespace does not hold."""
+        rebuilt = Store(self.client, self.namespace)
+        batch: list[ContactRecord] = []
+        for record in live.scan_contacts():
+            batch.append(record)
+            if len(batch) >= BATCH:
+                yield from self._unknown(rebuilt, batch)
+                batch = []
+        yield from self._unknown(rebuilt, batch)
+
+    @staticmethod
+    def _unknown(rebuilt: Store, batch: list[ContactRecord]) -> Iterator[ContactRecord]:
+        known = rebuilt.load_contacts(record.contact_id for record in batch)
+        for record in batch:
+            if known[record.contact_id].revision == 0:
+                yield record
 
     @staticmethod
     def _with_live(

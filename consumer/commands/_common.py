@@ -11,6 +11,7 @@ import dataclasses
 
 from consumer.errors import ConfigError
 from consumer.settings import ENVIRONMENT, Settings
+from consumer.store import Namespaces, Store, connect
 
 #: flag -> setting it overrides
 _FLAGS = {
@@ -64,3 +65,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
     settings = dataclasses.replace(settings, **changes)
     settings.validate()
     return settings
+
+
+def active_store(settings: Settings) -> Store:
+    """Return the store of the namespace that live consumers use now.
+
+    ``--namespace`` names a base; once a replay has switched, the base's
+    pointer names the rebuilt namespace (`consumer.store.Namespaces`), and
+    that is the one to read and change.
+    """
+    client = connect(settings.redis_url)
+    return Store(client, Namespaces(client, settings.namespace).active())

@@ -6,12 +6,15 @@ import argparse
 import json
 from typing import Any
 
-from consumer.commands._common import add_service_flags, settings_from
+from consumer.commands._common import (
+    active_store,
+    add_service_flags,
+    settings_from,
+)
 from consumer.engine import decode_state
 from consumer.events import format_time_ms
 from consumer.plan import load_plan
 from consumer.report import describe_state
-from consumer.store import Store, connect
 
 
 def register(subparsers: Any) -> None:
@@ -33,21 +36,27 @@ def run_show(args: argparse.Namespace) -> int:
     """Print the contact; exit 1 when it is unknown."""
     settings = settings_from(args)
     plan = load_plan(settings.plan)
-    store = Store(connect(settings.redis_url), settings.namespace)
+    store = active_store(settings)
     record = store.load_contact(args.contact_id)
-    if record.revision == 0 or record.state is None:
+    if record.revision == 0:
         print(
-            f"contact {args.contact_id!r} is unknown in namespace "
-            f"{settings.namespace!r}"
+            f"contact {args.contact_id!r} is unknown in namespace {store.namespace!r}"
         )
         return 1
+    # A contact without a state was left out of a replay: in no stage now.
+    stages = (
+        describe_state(decode_state(record.state, plan))
+        if record.state is not None
+        else {"stages": {}, "history": {}, "clock": None}
+    )
     view: dict[str, Any] = {
         "contact_id": record.contact_id,
+        "namespace": store.namespace,
         "partition": record.partition,
         "last_offset": record.offset,
         "has_email": record.email is not None,
         "crisp_people_id": record.people_id,
-        **describe_state(decode_state(record.state, plan)),
+        **stages,
         "pending_update": json.loads(record.pending) if record.pending else None,
         "pending_since": format_time_ms(record.pending_first_ms)
         if record.pending_first_ms

@@ -6,9 +6,12 @@ import argparse
 import json
 from typing import Any
 
-from consumer.commands._common import add_service_flags, settings_from
+from consumer.commands._common import (
+    active_store,
+    add_service_flags,
+    settings_from,
+)
 from consumer.events import format_time_ms, wall_clock_ms
-from consumer.store import Store, connect
 
 
 def register(subparsers: Any) -> None:
@@ -35,7 +38,7 @@ def register(subparsers: Any) -> None:
 def run_list(args: argparse.Namespace) -> int:
     """Print parked updates with their reasons."""
     settings = settings_from(args)
-    store = Store(connect(settings.redis_url), settings.namespace)
+    store = active_store(settings)
     rows = [
         {
             "contact_id": record.contact_id,
@@ -59,7 +62,7 @@ def run_list(args: argparse.Namespace) -> int:
 def run_retry(args: argparse.Namespace) -> int:
     """Requeue parked updates for an immediate retry."""
     settings = settings_from(args)
-    store = Store(connect(settings.redis_url), settings.namespace)
+    store = active_store(settings)
     now_ms = wall_clock_ms()
     records = store.parked()
     for record in records:

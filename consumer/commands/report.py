@@ -6,10 +6,13 @@ import argparse
 import json
 from typing import Any
 
-from consumer.commands._common import add_service_flags, settings_from
+from consumer.commands._common import (
+    active_store,
+    add_service_flags,
+    settings_from,
+)
 from consumer.plan import load_plan
 from consumer.report import funnel
-from consumer.store import Store, connect
 
 
 def register(subparsers: Any) -> None:
@@ -27,12 +30,12 @@ def run(args: argparse.Namespace) -> int:
     """Print the report."""
     settings = settings_from(args)
     plan = load_plan(settings.plan)
-    store = Store(connect(settings.redis_url), settings.namespace)
+    store = active_store(settings)
     result = funnel(plan, store.scan_contacts()).as_dict()
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
         return 0
-    print(f"namespace {settings.namespace}: {result['contacts']} contacts")
+    print(f"namespace {store.namespace}: {result['contacts']} contacts")
     for name, detail in result["funnel"].items():
         print(f"\nlifecycle {name}")
         print(f"  {'stage':22} {'now':>8} {'reached':>8} {'median days':>12}")

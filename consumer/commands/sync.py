@@ -10,12 +10,16 @@ from typing import Any
 import structlog
 from confluent_kafka.admin import AdminClient
 
-from consumer.commands._common import add_service_flags, settings_from
-from consumer.errors import ConfigError
+from consumer.commands._common import (
+    active_store,
+    add_service_flags,
+    settings_from,
+)
+from consumer.errors import ConfigError, RetryableError
 from consumer.health import Health
 from consumer.plan import load_plan
 from consumer.relay import Relay
-from consumer.store import Store, connect
+from consumer.store import Namespaces, Store
 
 log = structlog.get_logger("consumer.sync")
 
@@ -54,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if topic is None or topic.error is not None:
         raise ConfigError(f"topic {settings.topic!r} does not exist")
     partitions = frozenset(topic.partitions)
-    store = Store(connect(settings.redis_url), settings.namespace)
+    store = active_store(settings)
     relay = Relay(
         settings, plan, store, Health(settings.stall_timeout_s), lambda: partitions
     )
@@ -67,7 +71,21 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     signal.signal(signal.SIGINT, lambda *_: stopped.set())
     relay.start()
-    stopped.wait()
+    names = Namespaces(store.client, settings.namespace)
+    while not stopped.wait(1.0):
+        _follow(names, store)
     relay.stop()
     log.info("sync_stopped")
     return 0
+
+
+def _follow(names: Namespaces, store: Store) -> None:
+    """Move the relay to the namespace a replay switched to."""
+    try:
+        active = names.active()
+    except RetryableError as exc:
+        log.warning("namespace_check_failed", error=str(exc))
+        return
+    if active != store.namespace:
+        log.info("namespace_switched", old=store.namespace, new=active)
+        store.namespace = active

@@ -74,6 +74,20 @@ class ServiceEnv(Deployment):
         log.close()
         return process
 
+    def cli(self, *args: str, timeout_s: float = 60) -> str:
+        """Run ``crisp-lifecycle ARGS`` to the end, expect exit 0, return
+        what it printed."""
+        done = subprocess.run(
+            [sys.executable, "-m", "consumer", *args],
+            env=self.environ(),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+        return done.stdout
+
     def run_until_caught_up(self, timeout_s: float = 180) -> str:
         """Run the consumer to the end of the topic; return its log."""
         process = self.start("--until-caught-up")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 import redis
 
 from consumer.engine import decode_state, desired_crisp
+from consumer.events import Event, format_time_ms
 from consumer.outbox import NOTHING, encode_desired
 from consumer.plan import load_plan
 from consumer.sandbox import Sandbox
@@ -35,16 +37,19 @@ OLD = int(time.time() * 1000) - 60 * DAY_MS
 
 def replay(env: ServiceEnv, *args: str, timeout_s: float = 240) -> str:
     """Run ``crisp-lifecycle replay`` to the end; return what it printed."""
-    done = subprocess.run(
-        [sys.executable, "-m", "consumer", "replay", *args],
-        env=env.environ(),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    return done.stdout
+    return env.cli("replay", *args, timeout_s=timeout_s)
+
+
+def crisp_settings(sandbox: Sandbox) -> dict[str, str]:
+    """Settings that point the service at the sandbox, without limits."""
+    return {
+        "CRISP_BASE_URL": sandbox.url,
+        "CRISP_WEBSITE_ID": sandbox.website_id,
+        "CRISP_IDENTIFIER": "sandbox",
+        "CRISP_KEY": "sandbox-key",
+        "CRISP_MAX_RPS": "500",
+        "CRISP_DAILY_BUDGET": "10000000",
+    }
 
 
 def test_replay_equals_live_including_timers(
@@ -81,14 +86,7 @@ def test_replay_of_a_changed_plan_queues_exactly_the_crisp_removals(
         )
     )
     with Sandbox(daily_quota=None) as sandbox:
-        crisp = {
-            "CRISP_BASE_URL": sandbox.url,
-            "CRISP_WEBSITE_ID": sandbox.website_id,
-            "CRISP_IDENTIFIER": "sandbox",
-            "CRISP_KEY": "sandbox-key",
-            "CRISP_MAX_RPS": "500",
-            "CRISP_DAILY_BUDGET": "10000000",
-        }
+        crisp = crisp_settings(sandbox)
         env = make_env(extra=crisp)
         events = synthetic_events(120, 1200, seed=29, now_ms=OLD)
         produce(env.bootstrap, env.topic, events)
@@ -169,3 +167,61 @@ def test_replay_killed_halfway_resumes_to_the_same_result(
     assert new == recorded["namespace"], out
     assert_same_states(snapshot(redis_client, new), expected_snapshot(events))
     assert names.replay_in_progress() == {}, "a finished replay forgets itself"
+
+
+def test_replay_from_a_time_retires_the_contacts_it_no_longer_explains(
+    make_env: MakeEnv, redis_client: redis.Redis
+) -> None:
+    """A contact whose every message is older than ``--from`` is in no stage
+    after the replay: its managed segment leaves Crisp and its foreign one
+    stays, while a contact the replay rebuilt as it was costs no request."""
+
+    def order(contact: str, at_ms: int) -> Event:
+        return Event(
+            event_id=f"{contact}-order",
+            contact_id=contact,
+            name="Order:Completed",
+            occurred_at_ms=at_ms,
+            email=f"{contact}@example.com",
+            properties={"amount": 25.0},
+        )
+
+    with Sandbox(daily_quota=None) as sandbox:
+        sandbox.seed_profile("c-old@example.com", segments=["vip"])
+        env = make_env(extra=crisp_settings(sandbox))
+        # --from compares message timestamps, the time each was produced.
+        produce(env.bootstrap, env.topic, [order("c-old", OLD - 15 * DAY_MS)])
+        time.sleep(1)
+        cut = int(time.time() * 1000)
+        time.sleep(1)
+        produce(env.bootstrap, env.topic, [order("c-new", OLD - 9 * DAY_MS)])
+        env.run_until_caught_up()
+        live = snapshot(redis_client, env.namespace)
+        stage = live["c-old"]["stages"]["customer"]
+        assert stage is not None
+        assert sandbox.profile("c-old@example.com")["segments"] == [
+            "vip",
+            f"lifecycle:{stage}",
+        ]
+        writes_before = sandbox.count("PATCH /people/profile/{id}")
+
+        out = replay(env, "--from", format_time_ms(cut))
+        assert "1 live contacts have no events in the replayed range" in out, out
+        assert out.rstrip().endswith("; 1 Crisp updates queued"), out
+        new = Namespaces(redis_client, env.namespace).active()
+        retired = Store(redis_client, new).load_contact("c-old")
+        assert retired.state is None and retired.pending == NOTHING
+
+        env.run_until_caught_up()
+        assert sandbox.profile("c-old@example.com")["segments"] == ["vip"]
+        assert sandbox.count("PATCH /people/profile/{id}") == writes_before + 1
+        assert sandbox.profile("c-new@example.com")["segments"] == [
+            f"lifecycle:{live['c-new']['stages']['customer']}"
+        ]
+        retired = Store(redis_client, new).load_contact("c-old")
+        assert retired.pending is None and retired.last_sent == NOTHING
+
+    # The commands read the namespace the base now points to.
+    shown = json.loads(env.cli("contact", "show", "c-old", "--json"))
+    assert shown["namespace"] == new and shown["stages"] == {}
+    assert json.loads(env.cli("report", "--json"))["contacts"] == 1
