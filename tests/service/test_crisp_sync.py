@@ -6,7 +6,11 @@ process so that tests can seed profiles, switch faults and count requests.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -202,3 +206,51 @@ def test_crisp_hanging_longer_than_max_poll_interval_keeps_the_partitions(
     assert sandbox.profile("joe@example.com") is not None
     assert "partitions_lost" not in log
     assert log.count("partitions_revoked") <= 1  # only the final drain
+
+
+def health_port(log: str) -> int:
+    """Return the port a consumer's health server listens on, from its log."""
+    for line in log.splitlines():
+        if '"health_listening"' in line:
+            return int(json.loads(line)["port"])
+    raise AssertionError("no health_listening line in the log")
+
+
+def test_refused_updates_are_parked_listed_and_sent_after_a_retry(
+    make_env: MakeEnv, sandbox: Sandbox
+) -> None:
+    """Crisp refuses the key: the update is parked with its reason, health
+    fails, `outbox list --parked` shows it; `outbox retry` and a run with the
+    right key send it."""
+    refused = make_env(extra=crisp_env(sandbox, CRISP_KEY="not-the-key"))
+    produce(refused.bootstrap, refused.topic, burst("c-ann", "ann@example.com", 5, NOW))
+    process = refused.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if "crisp_update_parked" in log_of(process):
+                break
+            time.sleep(0.2)
+        log = log_of(process)
+        assert "crisp_update_parked" in log, log[-3000:]
+        url = f"http://127.0.0.1:{health_port(log)}/healthz"
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(url, timeout=5)
+        assert answer.value.code == 503
+    finally:
+        process.terminate()
+        assert process.wait(60) == 0
+    assert "ann@example.com" not in log and "not-the-key" not in log
+
+    parked = json.loads(refused.cli("outbox", "list", "--parked", "--json"))
+    assert [row["contact_id"] for row in parked] == ["c-ann"]
+    assert "401" in parked[0]["reason"]
+    assert parked[0]["pending"]["segments"] == ["lifecycle:customer"]
+    assert sandbox.profile("ann@example.com") is None
+
+    assert refused.cli("outbox", "retry").strip() == "1 requeued"
+    fixed = dataclasses.replace(refused, extra=crisp_env(sandbox))
+    fixed.run_until_caught_up()
+    profile = sandbox.profile("ann@example.com")
+    assert profile is not None and profile["segments"] == ["lifecycle:customer"]
+    assert json.loads(fixed.cli("outbox", "list", "--parked", "--json")) == []
