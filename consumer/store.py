@@ -576,12 +576,14 @@ def _translated(action: str) -> Iterator[None]:
     try:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise RedisUnavailable(f"Redis unavailable during {action}") from exc
+        raise RedisUnavailable(f"Redis unavailable during {action}: {exc}") from exc
     except (
         redis.exceptions.ClusterError,
         redis.exceptions.RedisClusterException,
     ) as exc:
-        raise RedisUnavailable(f"Redis Cluster unavailable during {action}") from exc
+        raise RedisUnavailable(
+            f"Redis Cluster unavailable during {action}: {exc}"
+        ) from exc
 
 
 def connect(url: str) -> redis.Redis:

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -105,6 +106,16 @@ class PrivateRedis:
             redis.Redis(port=self.port).shutdown(save=True)
         self.process.wait(20)
         self.process = None
+
+    def freeze(self) -> None:
+        """Suspend the server (SIGSTOP): connections hang, none are refused."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Resume a frozen server (SIGCONT; harmless when it runs)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port)

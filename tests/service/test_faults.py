@@ -113,3 +113,34 @@ def test_redis_down_mid_stream_waits_and_resumes(
     assert_same_states(
         snapshot(private_redis.client(), faulty.namespace), expected_snapshot(events)
     )
+
+
+def test_redis_hanging_past_the_socket_timeout_changes_nothing(
+    make_env: MakeEnv, private_redis: PrivateRedis
+) -> None:
+    """Redis frozen mid-stream for longer than the client's 10 s socket
+    timeout: writes in flight end with an unknown outcome and are retried;
+    nothing is skipped and nothing doubled."""
+    faulty = make_env(
+        "hang", redis_url=private_redis.url, extra={"LIFECYCLE_BATCH_SIZE": "50"}
+    )
+    events = synthetic_events(300, 12000, seed=13, now_ms=OLD)
+    produce(faulty.bootstrap, faulty.topic, events)
+    totals = high_watermarks(faulty.bootstrap, faulty.topic)
+    client = private_redis.client()
+    process = faulty.start()
+    try:
+        wait_for_offsets(client, faulty.namespace, faulty.topic, totals, part=0.25)
+        private_redis.freeze()
+        time.sleep(13)
+        assert process.poll() is None, "the consumer must wait, not exit"
+        private_redis.thaw()
+        wait_for_offsets(client, faulty.namespace, faulty.topic, totals)
+        wait_for_timers(client, faulty.namespace, faulty.topic, totals)
+        log = log_of(process)
+    finally:
+        private_redis.thaw()
+        process.terminate()
+        process.wait(60)
+    assert "Timeout reading from" in log, "the hang must have been seen"
+    assert_same_states(snapshot(client, faulty.namespace), expected_snapshot(events))
