@@ -52,3 +52,38 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def kafka_logger() -> logging.Logger:
+    """Return the logger to hand librdkafka as its ``logger`` setting.
+
+    Without one, librdkafka prints lines of its own to standard error; with
+    it, each line becomes a ``kafka_client`` event in the structured log,
+    carrying the client's facility (``FAIL``, ``CONFWARN``, ...) and text.
+    librdkafka delivers them from whichever thread polls the client.
+    """
+    logger = logging.getLogger("consumer.librdkafka")
+    if not logger.handlers:
+        logger.addHandler(_KafkaLines())
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+    return logger
+
+
+class _KafkaLines(logging.Handler):
+    """Forward confluent-kafka's log records (``"%s [%s] %s"``: facility,
+    client name, text) to structlog."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 3:
+            facility, client, text = (str(arg) for arg in args)
+        else:
+            facility, client, text = "", "", record.getMessage()
+        structlog.get_logger("librdkafka").log(
+            record.levelno,
+            "kafka_client",
+            facility=facility,
+            client=client,
+            message=text,
+        )

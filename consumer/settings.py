@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from consumer.errors import ConfigError
+from consumer.logs import kafka_logger
 
 KAFKA_PASSTHROUGH_PREFIX = "LIFECYCLE_KAFKA_"
 
@@ -155,8 +156,14 @@ class Settings:
         return bool(self.crisp_website_id and self.crisp_identifier)
 
     def kafka_config(self, **overrides: Any) -> dict[str, Any]:
-        """Return librdkafka settings: bootstrap, pass-through, then overrides."""
-        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap}
+        """Return librdkafka settings: bootstrap, pass-through, then overrides.
+
+        The client's own log lines go to the structured log (`kafka_logger`).
+        """
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "logger": kafka_logger(),
+        }
         config.update(self.kafka_options)
         config.update(overrides)
         return config

@@ -37,6 +37,7 @@ from consumer.codec import EventCodec
 from consumer.errors import ConfigError
 from consumer.events import EVENT_NAME, Event, format_time_ms
 from consumer.importer import FORMATS, Importer, load_mapping
+from consumer.logs import kafka_logger
 from consumer.producer import EventProducer
 from consumer.settings import Settings
 
@@ -151,6 +152,7 @@ def produce(
         args.bootstrap or settings.bootstrap,
         args.topic or settings.topic,
         registry or None,
+        logger=kafka_logger(),
         **dict(settings.kafka_options),
     ) as producer:
         for done, event in enumerate(events, start=1):

@@ -9,10 +9,12 @@
 #   KAFKA_CONTROLLER_PORT   KRaft controller port (default 9093)
 #   KAFKA_HEAP_OPTS         JVM heap options (default -Xms256m -Xmx512m)
 #   KAFKA_START_TIMEOUT_S   how long start waits for the broker (default 120)
+#   KAFKA_STATE_DIR         properties, data, pid and log (default .run/kafka);
+#                           a second broker needs its own, and its own ports
 #
 # The jars are gathered once into .cache/kafka/libs by maven (pom.xml beside
-# this script); storage is formatted once into .run/kafka/data. Remove
-# .run/kafka to start from an empty broker.
+# this script); storage is formatted once into the state directory. Remove
+# the state directory to start from an empty broker.
 set -euo pipefail
 
 SERVICE=kafka
@@ -27,7 +29,7 @@ KAFKA_START_TIMEOUT_S=${KAFKA_START_TIMEOUT_S:-120}
 POM=${LOCAL_DIR}/kafka/pom.xml
 LIBS_DIR=${CACHE_DIR}/kafka/libs
 LIBS_STAMP=${LIBS_DIR}/.complete
-STATE_DIR=${RUN_DIR}/kafka
+STATE_DIR=${KAFKA_STATE_DIR:-${RUN_DIR}/kafka}
 DATA_DIR=${STATE_DIR}/data
 PROPS=${STATE_DIR}/server.properties
 PIDFILE=${STATE_DIR}/kafka.pid

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from tests.conftest import REDIS_URL, MakeTopic
-from tests.service.harness import ServiceEnv
+from tests.service.harness import REPO, ServiceEnv
 
 MakeEnv = Callable[..., ServiceEnv]
 
@@ -131,6 +131,66 @@ def private_redis() -> Iterator[PrivateRedis]:
         server.process.kill()
         server.process.wait(10)
     shutil.rmtree(server.dir, ignore_errors=True)
+
+
+class PrivateKafka:
+    """A Kafka broker of one test's own, which the test may kill and restart.
+
+    It runs from the jars `make services-up` gathered, through the same
+    script, on free loopback ports and with its state in a temporary folder.
+    """
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.controller_port = _free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="lifecycle-kafka-"))
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._script("start")
+
+    def stop(self) -> None:
+        self._script("stop")
+
+    def kill(self) -> None:
+        """SIGKILL the broker and wait until its port is closed."""
+        os.kill(int((self.dir / "kafka.pid").read_text()), signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) != 0:
+                    return
+            time.sleep(0.1)
+        raise AssertionError("the killed broker still listens")
+
+    def _script(self, action: str) -> None:
+        done = subprocess.run(
+            [str(REPO / "deploy" / "local" / "kafka.sh"), action],
+            env={
+                **os.environ,
+                "KAFKA_PORT": str(self.port),
+                "KAFKA_CONTROLLER_PORT": str(self.controller_port),
+                "KAFKA_STATE_DIR": str(self.dir),
+            },
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 0, f"kafka.sh {action}: {done.stderr[-2000:]}"
+
+
+@pytest.fixture
+def private_kafka() -> Iterator[PrivateKafka]:
+    """Start a Kafka broker only this test uses; stop it afterwards."""
+    broker = PrivateKafka()
+    broker.start()
+    yield broker
+    with contextlib.suppress(AssertionError, subprocess.TimeoutExpired):
+        broker.stop()
+    shutil.rmtree(broker.dir, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -197,16 +197,29 @@ def expected_snapshot(
     The oracle for the service: whatever the batches, processes and faults,
     its final state must equal this.
     """
+    states, _ = fold(events, plan, now_ms)
+    return {contact_id: _comparable(state) for contact_id, state in states.items()}
+
+
+def fold(
+    events: Iterable[Event], plan: Path = DEFAULT_PLAN, now_ms: int | None = None
+) -> tuple[dict[str, ContactState], set[str]]:
+    """Return each contact's state after its events and the timers due by
+    ``now_ms`` (default: now), and the ids of every transition on the way."""
     loaded = load_plan(plan)
     states: dict[str, ContactState] = {}
+    moves: set[str] = set()
     for event in events:
         state = states.get(event.contact_id) or new_state(event.contact_id)
-        states[event.contact_id] = apply_event(loaded, state, event).state
+        step = apply_event(loaded, state, event)
+        states[event.contact_id] = step.state
+        moves.update(move.transition_id for move in step.transitions)
     now = now_ms if now_ms is not None else int(time.time() * 1000)
-    return {
-        contact_id: _comparable(advance(loaded, state, now).state)
-        for contact_id, state in states.items()
-    }
+    for contact_id, state in states.items():
+        step = advance(loaded, state, now)
+        states[contact_id] = step.state
+        moves.update(move.transition_id for move in step.transitions)
+    return states, moves
 
 
 def synthetic_events(
