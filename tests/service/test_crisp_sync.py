@@ -233,10 +233,17 @@ def test_refused_updates_are_parked_listed_and_sent_after_a_retry(
             time.sleep(0.2)
         log = log_of(process)
         assert "crisp_update_parked" in log, log[-3000:]
-        url = f"http://127.0.0.1:{health_port(log)}/healthz"
+        base = f"http://127.0.0.1:{health_port(log)}"
         with pytest.raises(urllib.error.HTTPError) as answer:
-            urllib.request.urlopen(url, timeout=5)
+            urllib.request.urlopen(f"{base}/healthz", timeout=5)
         assert answer.value.code == 503
+        with urllib.request.urlopen(f"{base}/readyz", timeout=5) as ready:
+            assert ready.status == 200
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as answer:
+            metrics = answer.read().decode()
+        assert 'lifecycle_events_total{outcome="applied"} 5.0' in metrics
+        assert 'lifecycle_crisp_syncs_total{result="parked"} 1.0' in metrics
+        assert 'lifecycle_crisp_requests_total{status="401"}' in metrics
     finally:
         process.terminate()
         assert process.wait(60) == 0
