@@ -19,8 +19,9 @@ dropped, never written.
 
 The clock of time-based transitions: while a partition is behind, only its
 events advance contacts (event time, as in a replay); once it has caught up
-with its high watermark, due timers fire at wall-clock time less a short
-grace for late events. So a live run and a replay of the same events agree.
+with its high watermark, due timers fire at wall-clock time less a grace
+for late events (``LIFECYCLE_TIMER_GRACE_S``). So a live run and a replay of
+the same events agree, as long as no event arrives later than that grace.
 
 The Crisp relay (`consumer.relay`) runs on a thread of its own: the poll loop
 never waits on Crisp. When the outbox of the owned partitions grows past a
@@ -73,9 +74,6 @@ from consumer.store import Namespaces, Store, connect
 
 log = structlog.get_logger("consumer.service")
 
-#: Late events within this many milliseconds of wall time still fire
-#: timers in event order; a timer fires this long after it is due.
-TIMER_GRACE_MS = 2_000
 TICK_S = 1.0
 #: The longest a message waits for its batch to fill when traffic is low.
 POLL_TIMEOUT_S = 0.1
@@ -114,6 +112,7 @@ class Service:
         self.plan = plan
         self.topic = settings.topic
         self.until_caught_up = until_caught_up or replay is not None
+        self._grace_ms = int(settings.timer_grace_s * 1000)
         self.replay = replay
         self.retry = retry or RetryPolicy(base_s=0.5, cap_s=30.0)
         self.clock_ms = clock_ms
@@ -542,7 +541,7 @@ class Service:
                 self._retrying(
                     partition,
                     functools.partial(
-                        self._fire_timers, partition, now_ms - TIMER_GRACE_MS
+                        self._fire_timers, partition, now_ms - self._grace_ms
                     ),
                 )
         self._backpressure(now_ms)
@@ -619,7 +618,7 @@ class Service:
         for partition in self._assigned:
             if self._next.get(partition, 0) < self._start_high.get(partition, 0):
                 return False
-        now_ms = self.clock_ms() - TIMER_GRACE_MS
+        now_ms = self.clock_ms() - self._grace_ms
         for partition in self._assigned:
             key = self.store.timers_key(self.topic, partition)
             if self.store.due_members(key, now_ms, 1):

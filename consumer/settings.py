@@ -40,6 +40,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "stall_timeout_s": ("LIFECYCLE_STALL_TIMEOUT_S", "60"),
     "outbox_pause_depth": ("LIFECYCLE_OUTBOX_PAUSE_DEPTH", "50000"),
     "outbox_pause_age_s": ("LIFECYCLE_OUTBOX_PAUSE_AGE_S", "3600"),
+    "timer_grace_s": ("LIFECYCLE_TIMER_GRACE_S", "2"),
     "crisp_base_url": ("CRISP_BASE_URL", "https://api.crisp.chat/v1"),
     "crisp_website_id": ("CRISP_WEBSITE_ID", ""),
     "crisp_identifier": ("CRISP_IDENTIFIER", ""),
@@ -62,6 +63,7 @@ _RANGES: tuple[tuple[str, float, float], ...] = (
     ("stall_timeout_s", 1, 86_400),
     ("outbox_pause_depth", 1, 10**9),
     ("outbox_pause_age_s", 1, 10**7),
+    ("timer_grace_s", 0, 86_400),
     ("crisp_daily_budget", 0, 10**9),
     ("crisp_max_rps", 0.001, 10_000),
     ("crisp_concurrency", 1, 256),
@@ -90,6 +92,7 @@ class Settings:
     stall_timeout_s: float
     outbox_pause_depth: int
     outbox_pause_age_s: float
+    timer_grace_s: float
     crisp_base_url: str
     crisp_website_id: str
     crisp_identifier: str

@@ -33,10 +33,12 @@ from consumer.engine import (
 from consumer.events import Event
 from consumer.plan import load_plan
 from consumer.report import describe_state
-from consumer.service import TIMER_GRACE_MS
+from consumer.settings import ENVIRONMENT
 from consumer.store import Store
 
 DAY_MS = 86_400_000
+#: the service's default timer grace (LIFECYCLE_TIMER_GRACE_S)
+GRACE_MS = int(float(ENVIRONMENT["timer_grace_s"][1]) * 1000)
 
 
 @dataclass(frozen=True)
@@ -312,7 +314,7 @@ def wait_for_timers(
     keys = [store.timers_key(topic, p) for p in partitions]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        now_ms = int(time.time() * 1000) - TIMER_GRACE_MS
+        now_ms = int(time.time() * 1000) - GRACE_MS
         if not any(store.due_members(key, now_ms, 1) for key in keys):
             return
         time.sleep(0.2)
