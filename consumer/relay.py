@@ -217,6 +217,12 @@ class Relay:
         wanted = SentState.of(desired)
         people_id = record.people_id
         if self.client is None:
+            if wanted != last_sent and people_id is None and record.email is None:
+                # A real run could not address this profile yet: it waits on
+                # the contact until an identity arrives, and so does this one.
+                metrics.CRISP_SYNCS.labels(SyncOutcome.WAITING_FOR_IDENTITY.value).inc()
+                self.store.remove_if_unchanged(key, record.contact_id, score)
+                return
             if wanted != last_sent:
                 log.info(
                     "crisp_update_dry_run",

@@ -54,7 +54,7 @@ def crisp_env(sandbox: Sandbox, **more: str) -> dict[str, str]:
     }
 
 
-def burst(contact: str, email: str, count: int, start_ms: int) -> list[Event]:
+def burst(contact: str, email: str | None, count: int, start_ms: int) -> list[Event]:
     """Events that walk one contact up the funnel, one second apart."""
     names = ["Page:Viewed", "Newsletter:Subscribed"] + ["Product:Viewed"] * 3
     events = []
@@ -261,3 +261,32 @@ def test_refused_updates_are_parked_listed_and_sent_after_a_retry(
     profile = sandbox.profile("ann@example.com")
     assert profile is not None and profile["segments"] == ["lifecycle:customer"]
     assert json.loads(fixed.cli("outbox", "list", "--parked", "--json")) == []
+
+
+def test_dry_run_holds_back_contacts_without_identity_as_a_real_run_does(
+    make_env: MakeEnv, redis_client: redis.Redis
+) -> None:
+    """Without credentials the relay logs what it would send, but only for
+    contacts a real run could address; the others wait for an email."""
+    env = make_env()
+    produce(
+        env.bootstrap,
+        env.topic,
+        burst("c-known", "known@example.com", 5, NOW) + burst("c-anon", None, 5, NOW),
+    )
+    log = env.run_until_caught_up()
+    store = Store(redis_client, env.namespace)
+    known, anon = store.load_contact("c-known"), store.load_contact("c-anon")
+    assert known.last_sent_dry_run is not None and known.pending is None
+    assert anon.last_sent_dry_run is None and anon.pending is not None
+    assert log.count('"crisp_update_dry_run"') == 1
+
+    later = Event(
+        "anon-email", "c-anon", "Page:Viewed", NOW + 60_000, "anon@example.com"
+    )
+    produce(env.bootstrap, env.topic, [later])
+    log = env.run_until_caught_up()
+    anon = store.load_contact("c-anon")
+    assert anon.last_sent_dry_run == known.last_sent_dry_run
+    assert anon.pending is None
+    assert "@" not in log
