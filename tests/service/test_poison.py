@@ -7,8 +7,10 @@ and the good events around them must be applied.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import math
 import struct
 import time
 from pathlib import Path
@@ -69,8 +71,8 @@ def test_each_poison_message_is_dead_lettered_with_reason_and_bytes(
     make_env: MakeEnv, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     """Undecodable, unknown schema id, tombstone, too large, key mismatch,
-    empty contact id and an unplanned event: each dead-lettered; good events
-    between them applied."""
+    empty contact id, an unplanned event, a time beyond the year 9999 and an
+    infinite amount: each dead-lettered; good events between them applied."""
     codec = EventCodec(None)
     plan = strict_plan(tmp_path)
     env = make_env(plan=plan, extra={"LIFECYCLE_MAX_EVENT_BYTES": "4096"})
@@ -79,6 +81,11 @@ def test_each_poison_message_is_dead_lettered_with_reason_and_bytes(
     misspelt = codec.encode(good(92, name="order:completed"))
     empty_id = raw_event(
         Event(event_id="e-93", contact_id="", name="Page:Viewed", occurred_at_ms=NOW)
+    )
+    # A time no date can show once stopped the consumer on every restart.
+    far_future = raw_event(dataclasses.replace(good(95), occurred_at_ms=2**62))
+    endless = raw_event(
+        Event("e-96", "c-good", "Order:Completed", NOW, None, {"amount": math.inf})
     )
     poison: dict[str, tuple[bytes, bytes | None]] = {
         "undecodable": (b"c-good", b"definitely not avro"),
@@ -89,6 +96,8 @@ def test_each_poison_message_is_dead_lettered_with_reason_and_bytes(
         "not_in_plan": (b"c-good", unplanned),
         "near_miss": (b"c-good", misspelt),
         "empty_contact_id": (b"", empty_id),
+        "far_future": (b"c-good", far_future),
+        "infinite_amount": (b"c-good", endless),
     }
     goods = [good(i) for i in range(len(poison) + 1)]
     # Interleave: good, poison, good, poison, ... all with the key c-good,
@@ -112,6 +121,8 @@ def test_each_poison_message_is_dead_lettered_with_reason_and_bytes(
         "not_in_plan": "not_in_plan",
         "near_miss": "not_in_plan",
         "empty_contact_id": "bad_contact_id",
+        "far_future": "undecodable",
+        "infinite_amount": "undecodable",
     }
     for kind, (_, value) in poison.items():
         assert value in by_value, f"{kind} was not dead-lettered with its bytes"
