@@ -98,9 +98,9 @@ def test_dry_run_orders_by_time_and_reports_bad_rows(
     no_plan_module: None,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Events come out sorted by (time, line); the bad row is named; exit 0."""
+    """Events come out sorted by (time, line); the bad row is named; exit 3."""
     rows, mapping = shop_files
-    assert run(str(rows), "--mapping", str(mapping), "--dry-run") == 0
+    assert run(str(rows), "--mapping", str(mapping), "--dry-run") == 3
     out, err = capsys.readouterr()
     printed = [json.loads(line) for line in out.splitlines()]
     assert [(e["contact_id"], e["name"]) for e in printed] == [
@@ -126,7 +126,7 @@ def test_plan_refusals_are_bad_rows(
     """Events the plan refuses are reported with their line, not printed."""
     rows, mapping = shop_files
     argv = [str(rows), "--mapping", str(mapping), "--plan", str(only_views_plan)]
-    assert run(*argv, "--dry-run") == 0
+    assert run(*argv, "--dry-run") == 3
     out, err = capsys.readouterr()
     assert {json.loads(line)["name"] for line in out.splitlines()} == {"Page:Viewed"}
     assert f"{rows}:2: refused by the plan: Order:Completed is not in the plan" in err
@@ -206,7 +206,7 @@ def test_reported_plan_problems_are_produced_with_warnings(
     """Under report enforcement, unplanned events go out and are counted."""
     rows, mapping = shop_files
     argv = [str(rows), "--mapping", str(mapping), "--plan", str(reporting_plan)]
-    assert run(*argv, "--dry-run") == 0
+    assert run(*argv, "--dry-run") == 3
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == 5
     assert f"{rows}:2: warning: Order:Completed is not in the plan" in err
