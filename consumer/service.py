@@ -613,13 +613,32 @@ class Service:
             self._resume("backpressure")
 
     def _done(self) -> bool:
+        """True once every partition of the topic has reached the high
+        watermark taken at start and holds no due timer, and the owned
+        partitions hold no pending Crisp update.
+
+        A partition this process does not own counts through the offset its
+        namespace stored: another member may be working on it, or a killed
+        one may hold it until its session times out and it comes here.
+        """
         if self._start_high is None or not self._assigned:
             return False
-        for partition in self._assigned:
-            if self._next.get(partition, 0) < self._start_high.get(partition, 0):
+        try:
+            return self._nothing_left(self._start_high)
+        except RetryableError as exc:
+            self._log.warning("done_check_failed", error=str(exc))
+            return False
+
+    def _nothing_left(self, start_high: dict[int, int]) -> bool:
+        for partition, high in start_high.items():
+            if partition in self._assigned:
+                reached = self._next.get(partition, 0)
+            else:
+                reached = self.store.stored_offset(self.topic, partition) or 0
+            if reached < high:
                 return False
         now_ms = self.clock_ms() - self._grace_ms
-        for partition in self._assigned:
+        for partition in start_high:
             key = self.store.timers_key(self.topic, partition)
             if self.store.due_members(key, now_ms, 1):
                 return False

@@ -12,6 +12,7 @@ import random
 import time
 
 import redis
+from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from consumer.codec import TransitionCodec
@@ -202,3 +203,37 @@ def test_broker_killed_mid_stream_loses_nothing(
         for message in read_topic(env.bootstrap, env.transitions_topic, announced)
     }
     assert ids == moves
+
+
+def test_until_caught_up_waits_for_the_partitions_another_member_holds(
+    make_env: MakeEnv, redis_client: redis.Redis
+) -> None:
+    """run --until-caught-up shares its group with a member that holds some
+    partitions and does nothing with them (as a killed one does until its
+    session times out): it must not call itself done with its own share."""
+    env = make_env("held")
+    events = synthetic_events(200, 3000, seed=23, now_ms=OLD)
+    produce(env.bootstrap, env.topic, events)
+    holder = Consumer(
+        {
+            "bootstrap.servers": env.bootstrap,
+            "group.id": env.group,
+            "partition.assignment.strategy": "cooperative-sticky",
+            "enable.auto.commit": False,
+        }
+    )
+    holder.subscribe([env.topic])
+    while not holder.assignment():
+        holder.poll(0.2)
+    process = env.start("--until-caught-up")
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and process.poll() is None:
+            holder.poll(0.2)
+        held = {tp.partition for tp in holder.assignment()}
+        assert held and len(held) < 3, "the group must have split the topic"
+        assert process.poll() is None, "done before the held partitions were"
+    finally:
+        holder.close()
+    assert process.wait(120) == 0, log_of(process)[-3000:]
+    assert_same_states(snapshot(redis_client, env.namespace), expected_snapshot(events))
