@@ -79,6 +79,8 @@ TICK_S = 1.0
 POLL_TIMEOUT_S = 0.1
 #: Timer batches fired per partition and tick; the rest waits a tick.
 MAX_TIMER_ROUNDS = 20
+#: How long an assignment waits for Redis to say where a partition starts.
+START_OFFSET_WAIT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,18 +289,23 @@ class Service:
         Redis holds the offset the state was written up to. It is ahead of
         the committed one after a crash between the two, and behind it after
         a switch to a namespace that a replay rebuilt: either way the state
-        decides, and contacts skip what they already applied. Without it,
-        the committed offset, then ``--from`` (replay), then the earliest.
+        decides, and contacts skip what they already applied. Without it the
+        state has to be built: from ``--from`` (replay) or the earliest
+        offset, whatever the group committed. A committed offset with no
+        state behind it means Redis lost the namespace (or it is new); that
+        is logged, because the rebuild reads the whole partition again.
         """
-        try:
-            stored = self.store.stored_offset(self.topic, tp.partition)
-        except RetryableError:
-            self._log.warning("stored_offset_unavailable", partition=tp.partition)
-            stored = None
+        stored = self._stored_offset(tp.partition)
         if stored is not None:
             return stored
         if committed >= 0:
-            return committed
+            self._log.warning(
+                "no_stored_offset",
+                partition=tp.partition,
+                committed=committed,
+                detail="no state for this partition in the namespace; "
+                "building it from the start of the partition",
+            )
         if self.replay is not None and self.replay.from_ms is not None:
             found = consumer.offsets_for_times(
                 [TopicPartition(self.topic, tp.partition, self.replay.from_ms)],
@@ -308,6 +315,25 @@ class Service:
                 return int(found)
             return int(consumer.get_watermark_offsets(tp, timeout=10)[1])
         return int(consumer.get_watermark_offsets(tp, timeout=10)[0])
+
+    def _stored_offset(self, partition: int) -> int | None:
+        """Read a partition's stored offset, waiting out a short Redis outage.
+
+        Guessing would be wrong both ways (the committed offset may skip
+        events the state never saw), so after `START_OFFSET_WAIT_S` the
+        error stops the process, to be restarted when Redis answers.
+        """
+        deadline = time.monotonic() + START_OFFSET_WAIT_S
+        while True:
+            try:
+                return self.store.stored_offset(self.topic, partition)
+            except RetryableError as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                self._log.warning(
+                    "stored_offset_unavailable", partition=partition, error=str(exc)
+                )
+                time.sleep(1.0)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         offsets = [

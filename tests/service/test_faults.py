@@ -16,6 +16,7 @@ from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from consumer.codec import TransitionCodec
+from consumer.store import Namespaces
 from tests.service.conftest import MakeEnv, PrivateKafka, PrivateRedis
 from tests.service.harness import (
     DAY_MS,
@@ -236,4 +237,21 @@ def test_until_caught_up_waits_for_the_partitions_another_member_holds(
     finally:
         holder.close()
     assert process.wait(120) == 0, log_of(process)[-3000:]
+    assert_same_states(snapshot(redis_client, env.namespace), expected_snapshot(events))
+
+
+def test_state_lost_from_redis_is_rebuilt_from_the_topic(
+    make_env: MakeEnv, redis_client: redis.Redis
+) -> None:
+    """Redis loses the namespace (a restart without persistence) while Kafka
+    keeps the group's committed offsets: the next run builds the state from
+    the start of each partition instead of silently starting at the commit."""
+    env = make_env("lost")
+    events = synthetic_events(100, 1000, seed=29, now_ms=OLD)
+    produce(env.bootstrap, env.topic, events)
+    env.run_until_caught_up()
+    assert Namespaces(redis_client, env.namespace).drop(env.namespace) > 100
+
+    log = env.run_until_caught_up()
+    assert '"no_stored_offset"' in log
     assert_same_states(snapshot(redis_client, env.namespace), expected_snapshot(events))
