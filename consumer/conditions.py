@@ -24,6 +24,8 @@ PROPERTY_OPS = ("eq", "ne", "in", "gt", "gte", "lt", "lte", "exists", "matches")
 THRESHOLD_OPS = ("gte", "gt", "lte", "lt", "eq")
 
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d|w)$")
+#: Longer would carry due times past what a contact's state can hold.
+MAX_DURATION_MS = 36_500 * 86_400_000
 _UNIT_MS = {
     "ms": 1,
     "s": 1_000,
@@ -48,6 +50,8 @@ def parse_duration_ms(text: str) -> int:
     value = int(match.group(1)) * _UNIT_MS[match.group(2)]
     if value <= 0:
         raise ValueError(f"a duration must be positive: {text!r}")
+    if value > MAX_DURATION_MS:
+        raise ValueError(f"a duration must be at most 36500d (100 years): {text!r}")
     return value
 
 

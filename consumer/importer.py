@@ -168,6 +168,8 @@ def load_mapping(path: Path) -> ImportMapping:
         raise ConfigError(f"{path}:{exc.line}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read") from None
     return _MappingParser(path).parse(document)
 
 

@@ -64,9 +64,14 @@ def parse_plan_text(text: str, source: str = "<plan>") -> Plan:
         raise PlanError(f"{source}:{line} not valid YAML: {exc.problem}") from exc
     except yaml.YAMLError as exc:
         raise PlanError(f"{source}: not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise PlanError(f"{source}: nested too deeply to read") from None
     if root is None:
         raise PlanError(f"{source}:1: the plan is empty")
-    return _PlanReader(Document(source)).read(root)
+    try:
+        return _PlanReader(Document(source)).read(root)
+    except RecursionError:
+        raise PlanError(f"{source}: conditions nested too deeply") from None
 
 
 class _PlanReader:

@@ -112,6 +112,7 @@ def test_sync_defaults_and_settings(tmp_path: Path) -> None:
         (("lifecycles:", "lifecycle:"), "lifecycle:", "unknown key 'lifecycle'"),
         (("when: Page:Viewed", "whenn: Page:Viewed"), "whenn", "unknown key 'whenn'"),
         (("within: 14d", "within: 14days"), "14days", "not a duration"),
+        (("within: 14d", "within: 99999999999999999999d"), "9999d", "at most 36500d"),
         (("within: 14d", "withinn: 14d"), "count: Order", "unknown key 'withinn'"),
         (("gte: 2", "gte: 2.5"), "gte: 2.5", "whole number"),
         (("  Page:Viewed:", "  page_viewed:"), "page_viewed", "Category:Name"),
@@ -282,3 +283,10 @@ def test_dead_letter_enforcement_refuses(tmp_path: Path) -> None:
     assert check_event(plan, event("Page:Viewed", 0)).accepted
     with pytest.raises(PlanError, match="report or dead_letter"):
         load_text(tmp_path, "enforcement: drop\n" + GOOD)
+
+
+def test_a_plan_nested_too_deeply_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("events: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(PlanError, match=f"{path}: nested too deeply"):
+        load_plan(path)
