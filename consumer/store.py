@@ -53,7 +53,7 @@ from typing import Any
 
 import redis
 
-from consumer.errors import RedisUnavailable
+from consumer.errors import ConfigError, RedisUnavailable
 
 _NO_VALUE = ""
 
@@ -572,9 +572,14 @@ def _opt_text(value: bytes | None) -> str | None:
 
 @contextmanager
 def _translated(action: str) -> Iterator[None]:
-    """Turn Redis connection failures into `RedisUnavailable`."""
+    """Turn Redis connection failures into `RedisUnavailable`, and refused
+    credentials into `ConfigError`: waiting would not fix those."""
     try:
         yield
+    except redis.AuthenticationError as exc:
+        raise ConfigError(
+            f"Redis refused the credentials during {action}: {exc}"
+        ) from exc
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise RedisUnavailable(f"Redis unavailable during {action}: {exc}") from exc
     except (

@@ -178,7 +178,10 @@ def run_simulate(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"error: --now: {exc}", file=sys.stderr)
             return 2
-    if args.events != "-" and not Path(args.events).is_file():
+    # Anything readable will do, a pipe such as <(...) included.
+    if args.events != "-" and (
+        not Path(args.events).exists() or Path(args.events).is_dir()
+    ):
         print(f"error: cannot read events file {args.events!r}", file=sys.stderr)
         return 1
     try:

@@ -81,7 +81,12 @@ def run(args: argparse.Namespace) -> int:
     """Read, check, sort and produce; return the exit status."""
     settings = Settings.from_env()
     if not args.file.is_file():
-        what = "a directory" if args.file.is_dir() else "no such file"
+        if args.file.is_dir():
+            what = "a directory"
+        elif args.file.exists():
+            what = "not a regular file (it is read twice: save it to a file)"
+        else:
+            what = "no such file"
         raise ConfigError(f"{args.file}: {what}")
     mapping = load_mapping(args.mapping) if args.mapping else None
     if args.email_template:

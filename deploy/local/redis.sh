@@ -64,6 +64,9 @@ start() {
     install_redis
     mkdir -p "${STATE_DIR}"
     rotate_log "${LOG}"
+    # A dump left by a manual SAVE or SHUTDOWN SAVE would be loaded on start
+    # and bring back stale state; this server begins empty, as promised.
+    rm -f "${STATE_DIR}/dump.rdb"
     redis-server --bind 127.0.0.1 --port "${REDIS_PORT}" --protected-mode yes \
         --save '' --appendonly no --dir "${STATE_DIR}" \
         --hash-max-listpack-value 512 \
