@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ from consumer.errors import (
     TombstoneRecord,
     UnknownSchemaError,
 )
-from consumer.events import Event
+from consumer.events import MAX_TIME_MS, MIN_TIME_MS, Event
 from tests.codec.conftest import (
     current_event_schema,
     newer_event_schema,
@@ -97,14 +99,14 @@ def test_local_id_ignores_docs_and_defaults_but_not_fields() -> None:
 @given(
     event_id=st.text(min_size=1, max_size=256),
     contact_id=st.text(min_size=1, max_size=256),
-    occurred_at_ms=st.integers(min_value=-(2**62), max_value=2**62),
+    occurred_at_ms=st.integers(min_value=MIN_TIME_MS, max_value=MAX_TIME_MS),
     email=st.none() | st.text(max_size=40),
     properties=st.dictionaries(
         st.text(max_size=10),
         st.none()
         | st.booleans()
         | st.integers(min_value=-(2**63), max_value=2**63 - 1)
-        | st.floats(allow_nan=False)
+        | st.floats(allow_nan=False, allow_infinity=False)
         | st.text(max_size=20),
         max_size=6,
     ),
@@ -122,6 +124,34 @@ def test_round_trip_of_any_valid_event(
     )
     codec = EventCodec(None)
     assert codec.decode(codec.encode(event)) == event
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"occurred_at_ms": MAX_TIME_MS + 1}, "outside the years 1 to 9999"),
+        ({"occurred_at_ms": MIN_TIME_MS - 1}, "outside the years 1 to 9999"),
+        ({"properties": {"amount": math.inf}}, "not a finite number"),
+        ({"properties": {"amount": math.nan}}, "not a finite number"),
+    ],
+)
+def test_times_no_date_can_show_and_non_finite_numbers_are_refused(
+    change: dict[str, Any], problem: str
+) -> None:
+    """Both ways: the producer refuses them, and the consumer's decoder
+    refuses them in bytes that another producer wrote."""
+    event = dataclasses.replace(
+        Event("e-1", "c-1", "Order:Completed", 0, None, {}), **change
+    )
+    codec = EventCodec(None)
+    with pytest.raises(ValueError, match=problem):
+        codec.encode(event)
+    schema = json.loads(EVENT_SCHEMA.read_text())
+    body = io.BytesIO()
+    schemaless_writer(body, parse_schema(schema), event.to_record())
+    raw = frame(local_schema_id(schema), body.getvalue())
+    with pytest.raises(DecodeError, match=problem):
+        codec.decode(raw)
 
 
 def test_transition_round_trip() -> None:
