@@ -224,8 +224,10 @@ def test_until_caught_up_waits_for_the_partitions_another_member_holds(
         }
     )
     holder.subscribe([env.topic])
-    while not holder.assignment():
+    deadline = time.monotonic() + 30
+    while not holder.assignment() and time.monotonic() < deadline:
         holder.poll(0.2)
+    assert holder.assignment(), "the holding member was never assigned"
     process = env.start("--until-caught-up")
     try:
         deadline = time.monotonic() + 15
