@@ -208,6 +208,13 @@ class Relay:
             self._pause("crisp_auth_refused", str(exc), None)
         except CrispRejected as exc:
             self._park(key, record, score, f"rejected {exc.status}: {exc.body}")
+        except RetryableError:
+            raise  # Redis: the entry stays due and the round is tried again
+        except Exception as exc:
+            # A bug or a value Crisp cannot take (an infinite sum): retrying
+            # would spend the budget forever, so set it aside, visibly.
+            log.exception("relay_entry_failed", contact_id=contact_id)
+            self._park(key, record, score, f"failed: {exc!r}")
 
     def _send(self, key: str, record: ContactRecord, score: int) -> None:
         assert record.pending is not None

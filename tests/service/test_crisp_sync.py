@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -22,6 +23,7 @@ from consumer.store import Store
 from tests.service.conftest import MakeEnv
 from tests.service.harness import (
     DAY_MS,
+    DEFAULT_PLAN,
     ServiceEnv,
     kill_hard,
     log_of,
@@ -290,3 +292,32 @@ def test_dry_run_holds_back_contacts_without_identity_as_a_real_run_does(
     assert anon.last_sent_dry_run == known.last_sent_dry_run
     assert anon.pending is None
     assert "@" not in log
+
+
+def test_an_update_crisp_cannot_take_is_parked_once_not_retried_forever(
+    make_env: MakeEnv, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Two valid orders of 1e308 make an infinite sum, which no JSON body can
+    carry: the update is parked with the reason after one attempt, instead of
+    spending the daily budget in a loop."""
+    plan = tmp_path / "totals.yaml"
+    plan.write_text(
+        DEFAULT_PLAN.read_text().replace(
+            '        lifecycle_stage_since: "{stage_since}"\n',
+            '        lifecycle_stage_since: "{stage_since}"\n'
+            '        spent: "{sum:Order:Completed:amount}"\n',
+        )
+    )
+    env = make_env(plan=plan, extra=crisp_env(sandbox))
+    orders = [
+        Event(f"big-{n}", "c-big", "Order:Completed", NOW + n, "big@example.com")
+        for n in range(2)
+    ]
+    orders = [dataclasses.replace(o, properties={"amount": 1e308}) for o in orders]
+    produce(env.bootstrap, env.topic, orders)
+    log = env.run_until_caught_up(timeout_s=90)
+    assert log.count('"relay_entry_failed"') == 1
+    parked = json.loads(env.cli("outbox", "list", "--parked", "--json"))
+    assert [row["contact_id"] for row in parked] == ["c-big"]
+    assert "not JSON compliant" in parked[0]["reason"]
+    assert "big@example.com" not in log
