@@ -2,12 +2,14 @@
 
 JSON lines when standard error is not a terminal, readable console output
 when it is. Emails and secrets never reach a log line: the `redact` processor
-masks any field whose name says it holds one, whatever the caller passed.
+masks any field whose name says it holds one, whatever the caller passed,
+and any address inside other text (an event name, a property, an error).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -19,13 +21,21 @@ _SECRET_FIELDS = frozenset(
 )
 
 
+#: Anything shaped like an address, wherever it appears in a value: event
+#: names, property values and error texts can carry one.
+_EMAIL = re.compile(r"[^\s@'\"<>(),;:\[\]{}]+@[^\s@'\"<>(),;:\[\]{}]+\.[A-Za-z]{2,}")
+
+
 def redact(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """Mask fields that hold emails or secrets."""
-    for key in event_dict.keys() & _SECRET_FIELDS:
-        if event_dict[key] is not None:
-            event_dict[key] = "***"
+    """Mask fields that hold emails or secrets, and addresses in any text."""
+    for key, value in event_dict.items():
+        if key in _SECRET_FIELDS:
+            if value is not None:
+                event_dict[key] = "***"
+        elif isinstance(value, str) and "@" in value:
+            event_dict[key] = _EMAIL.sub("***@***", value)
     return event_dict
 
 
@@ -44,8 +54,8 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact,
             structlog.processors.format_exc_info,
+            redact,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
