@@ -640,8 +640,8 @@ class Service:
 
     def _done(self) -> bool:
         """True once every partition of the topic has reached the high
-        watermark taken at start and holds no due timer, and the owned
-        partitions hold no pending Crisp update.
+        watermark taken at start and holds no due timer, and (with a relay)
+        no pending Crisp update.
 
         A partition this process does not own counts through the offset its
         namespace stored: another member may be working on it, or a killed
@@ -669,7 +669,7 @@ class Service:
             if self.store.due_members(key, now_ms, 1):
                 return False
         if self.relay is not None:
-            keys = [self.store.outbox_key(self.topic, p) for p in self._assigned]
+            keys = [self.store.outbox_key(self.topic, p) for p in start_high]
             depth, _ = self.store.index_depth(keys)
             if depth or self.relay.busy():
                 return False
