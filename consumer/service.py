@@ -297,6 +297,7 @@ class Service:
         """
         stored = self._stored_offset(tp.partition)
         if stored is not None:
+            self._check_within_topic(consumer, tp, stored)
             return stored
         if committed >= 0:
             self._log.warning(
@@ -315,6 +316,27 @@ class Service:
                 return int(found)
             return int(consumer.get_watermark_offsets(tp, timeout=10)[1])
         return int(consumer.get_watermark_offsets(tp, timeout=10)[0])
+
+    def _check_within_topic(
+        self, consumer: Consumer, tp: TopicPartition, stored: int
+    ) -> None:
+        """Refuse state that is ahead of the partition's end.
+
+        That happens when the topic was deleted and created again: its new
+        events have offsets the contacts already hold, and each would be
+        skipped as applied, silently.
+        """
+        try:
+            high = int(consumer.get_watermark_offsets(tp, timeout=10)[1])
+        except KafkaException:
+            return  # asked again at the next assignment; Kafka is retried anyway
+        if stored > high:
+            raise ConfigError(
+                f"partition {tp.partition} of {self.topic!r} ends at offset {high}, "
+                f"but namespace {self.store.namespace!r} holds state up to {stored}: "
+                "the topic was recreated or truncated. Rebuild into a new namespace "
+                "(crisp-lifecycle replay) or point LIFECYCLE_NAMESPACE at a new one."
+            )
 
     def _stored_offset(self, partition: int) -> int | None:
         """Read a partition's stored offset, waiting out a short Redis outage.

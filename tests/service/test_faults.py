@@ -12,7 +12,7 @@ import random
 import time
 
 import redis
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from consumer.codec import TransitionCodec
@@ -257,3 +257,30 @@ def test_state_lost_from_redis_is_rebuilt_from_the_topic(
     log = env.run_until_caught_up()
     assert '"no_stored_offset"' in log
     assert_same_states(snapshot(redis_client, env.namespace), expected_snapshot(events))
+
+
+def test_a_recreated_topic_is_refused_not_silently_skipped(
+    make_env: MakeEnv, kafka_admin: AdminClient
+) -> None:
+    """The topic deleted and created again: its offsets start over below the
+    state's, so each new event would be skipped as applied. The consumer
+    stops and says why."""
+    env = make_env("recreated")
+    produce(env.bootstrap, env.topic, synthetic_events(30, 300, seed=31, now_ms=OLD))
+    env.run_until_caught_up()
+
+    kafka_admin.delete_topics([env.topic])[env.topic].result(timeout=30)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            kafka_admin.create_topics([NewTopic(env.topic, num_partitions=3)])[
+                env.topic
+            ].result(timeout=30)
+            break
+        except KafkaException:  # still being deleted
+            time.sleep(0.5)
+    produce(env.bootstrap, env.topic, synthetic_events(3, 3, seed=32, now_ms=OLD))
+    process = env.start("--until-caught-up")
+    assert process.wait(60) == 1
+    log = log_of(process)
+    assert "the topic was recreated or truncated" in log, log[-2000:]
