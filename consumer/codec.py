@@ -53,7 +53,7 @@ from consumer.errors import (
     TombstoneRecord,
     UnknownSchemaError,
 )
-from consumer.events import MAX_TIME_MS, MIN_TIME_MS, Event
+from consumer.events import MAX_TIME_MS, Event
 from consumer.registry import RegistryClient, value_subject
 from consumer.settings import ENVIRONMENT
 
@@ -357,9 +357,9 @@ def event_problem(event: Event) -> tuple[str, str] | None:
     """Return ``(field, message)`` for the first invalid value, or None.
 
     Event id, contact id and name must be non-empty and at most
-    `MAX_FIELD_CHARS` characters; the time must fall in the years 1 to 9999
-    (a time outside them cannot be written as a date, and a contact's clock
-    must never get there); a number must be finite.
+    `MAX_FIELD_CHARS` characters; the time must fall in the years 1970 to
+    9999 (the engine's clock starts at the epoch, and a later time cannot be
+    written as a date); a number must be finite.
     """
     for field_name in ("contact_id", "event_id", "name"):
         text = getattr(event, field_name)
@@ -370,8 +370,10 @@ def event_problem(event: Event) -> tuple[str, str] | None:
                 f"{field_name} has {len(text)} characters, more than {MAX_FIELD_CHARS}"
             )
     moment = event.occurred_at_ms
-    if isinstance(moment, int) and not MIN_TIME_MS <= moment <= MAX_TIME_MS:
-        return "occurred_at", f"occurred_at {moment} is outside the years 1 to 9999"
+    if isinstance(moment, int) and not 0 <= moment <= MAX_TIME_MS:
+        return "occurred_at", (
+            f"occurred_at {moment} is outside the years 1970 to 9999"
+        )
     for key, item in event.properties.items():
         if isinstance(item, float) and not math.isfinite(item):
             return "properties", f"property {key} is {item}, not a finite number"

@@ -42,6 +42,7 @@ from typing import Any
 
 import structlog
 from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
     KafkaException,
@@ -55,12 +56,13 @@ from consumer.engine import Transition
 from consumer.errors import (
     BadContactId,
     ConfigError,
+    DecodeError,
     KafkaUnavailable,
     PlanViolation,
     RecordError,
     RetryableError,
 )
-from consumer.events import Event, wall_clock_ms
+from consumer.events import Event, format_time_ms, wall_clock_ms
 from consumer.health import Health, HealthServer
 from consumer.plan import Plan, check_event
 from consumer.processor import Offset, Processor
@@ -81,6 +83,9 @@ POLL_TIMEOUT_S = 0.1
 MAX_TIMER_ROUNDS = 20
 #: How long an assignment waits for Redis to say where a partition starts.
 START_OFFSET_WAIT_S = 30.0
+#: An event dated further ahead of its message's timestamp is set aside: a
+#: clock pinned in the future would fire every timer of its contact at once.
+MAX_AHEAD_MS = 86_400_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,6 +456,19 @@ class Service:
         if key is None or key != event.contact_id.encode():
             raise BadContactId(
                 "message key does not match the event's contact_id",
+                raw=message.value(),
+            )
+        kind, produced_ms = message.timestamp()
+        if (
+            kind != TIMESTAMP_NOT_AVAILABLE
+            and event.occurred_at_ms > produced_ms + MAX_AHEAD_MS
+        ):
+            # Measured against the message's own timestamp, not the wall
+            # clock, so that a replay decides the same.
+            raise DecodeError(
+                f"occurred_at {format_time_ms(event.occurred_at_ms)} is more than "
+                f"a day after the message was produced "
+                f"({format_time_ms(produced_ms)})",
                 raw=message.value(),
             )
         verdict = check_event(self.plan, event)

@@ -38,6 +38,7 @@ from tests.service.harness import (
 )
 
 NOW = int(time.time() * 1000)
+DAY = 86_400_000
 
 
 def good(index: int, contact: str = "c-good", name: str = "Page:Viewed") -> Event:
@@ -84,6 +85,9 @@ def test_each_poison_message_is_dead_lettered_with_reason_and_bytes(
     )
     # A time no date can show once stopped the consumer on every restart.
     far_future = raw_event(dataclasses.replace(good(95), occurred_at_ms=2**62))
+    # Valid as a date, but two days after it was produced: it would pin the
+    # contact's clock ahead and fire its timers at once.
+    ahead = codec.encode(dataclasses.replace(good(97), occurred_at_ms=NOW + 2 * DAY))
     endless = raw_event(
         Event("e-96", "c-good", "Order:Completed", NOW, None, {"amount": math.inf})
     )
@@ -98,6 +102,7 @@ def test_each_poison_message_is_dead_lettered_with_reason_and_bytes(
         "empty_contact_id": (b"", empty_id),
         "far_future": (b"c-good", far_future),
         "infinite_amount": (b"c-good", endless),
+        "days_ahead": (b"c-good", ahead),
     }
     goods = [good(i) for i in range(len(poison) + 1)]
     # Interleave: good, poison, good, poison, ... all with the key c-good,
@@ -123,6 +128,7 @@ def test_each_poison_message_is_dead_lettered_with_reason_and_bytes(
         "empty_contact_id": "bad_contact_id",
         "far_future": "undecodable",
         "infinite_amount": "undecodable",
+        "days_ahead": "undecodable",
     }
     for kind, (_, value) in poison.items():
         assert value in by_value, f"{kind} was not dead-lettered with its bytes"
