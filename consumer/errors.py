@@ -143,6 +143,10 @@ class ConfigError(FatalError):
     """A setting is missing or malformed."""
 
 
+class StateLost(FatalError):
+    """Redis lost a namespace's state under a running process."""
+
+
 class PlanError(FatalError):
     """A tracking plan failed to load; the message names file and line."""
 

@@ -61,6 +61,7 @@ from consumer.errors import (
     PlanViolation,
     RecordError,
     RetryableError,
+    StateLost,
 )
 from consumer.events import Event, format_time_ms, wall_clock_ms
 from consumer.health import Health, HealthServer
@@ -164,6 +165,8 @@ class Service:
         self._next: dict[int, int] = {}
         self._high: dict[int, int] = {}
         self._start_high: dict[int, int] | None = None
+        #: owned partitions whose offset this namespace holds in Redis
+        self._kept: set[int] = set()
         self._pause_reasons: set[str] = set()
         self._stopping = threading.Event()
         self._last_tick = 0.0
@@ -303,6 +306,7 @@ class Service:
         stored = self._stored_offset(tp.partition)
         if stored is not None:
             self._check_within_topic(consumer, tp, stored)
+            self._kept.add(tp.partition)
             return stored
         if committed >= 0:
             self._log.warning(
@@ -389,6 +393,7 @@ class Service:
     def _release(self, partitions: list[TopicPartition]) -> None:
         gone = {tp.partition for tp in partitions}
         self._assigned = self._assigned - gone
+        self._kept = self._kept - gone
         for partition in gone:
             self._next.pop(partition, None)
             self._high.pop(partition, None)
@@ -414,7 +419,7 @@ class Service:
         steps: list[Callable[[], None]] = [
             lambda: items.extend(self._decode(batch)),
             lambda: self._apply(partition, items),
-            lambda: self.store.raise_offset(self.topic, partition, next_offset),
+            lambda: self._raise_offset(partition, next_offset),
         ]
         for step in steps:
             if not self._retrying(partition, step):
@@ -520,6 +525,7 @@ class Service:
     def _store_offset(self, partition: int, next_offset: int) -> None:
         if partition not in self._assigned or self._consumer is None:
             return
+        self._kept.add(partition)
         self._next[partition] = next_offset
         self._consumer.store_offsets(
             offsets=[TopicPartition(self.topic, partition, next_offset)]
@@ -595,6 +601,7 @@ class Service:
         if consumer is None:
             return
         self._follow_namespace(consumer)
+        self._check_state_kept()
         now_ms = self.clock_ms()
         for partition in sorted(self._assigned):
             high = self._high_watermark(consumer, partition)
@@ -628,13 +635,53 @@ class Service:
                 return
             self._log.info("namespace_switched", old=self.store.namespace, new=active)
             self.store.namespace = active
+            self._kept = set()
             for partition in sorted(self._assigned):
                 stored = self.store.stored_offset(self.topic, partition)
                 if stored is not None:
                     consumer.seek(TopicPartition(self.topic, partition, stored))
                     self._next[partition] = stored
+                    self._kept.add(partition)
         except RetryableError as exc:
             self._log.warning("namespace_check_failed", error=str(exc))
+
+    def _raise_offset(self, partition: int, next_offset: int) -> None:
+        kept = partition in self._kept
+        if not self.store.raise_offset(self.topic, partition, next_offset, kept=kept):
+            self._state_lost([partition])
+
+    def _check_state_kept(self) -> None:
+        """Look for offsets of idle partitions that vanished (a busy one is
+        caught by the offset write of its next batch)."""
+        watched = sorted(self._kept & self._assigned)
+        try:
+            missing = [
+                p for p in watched if self.store.stored_offset(self.topic, p) is None
+            ]
+            if missing:
+                self._state_lost(missing)
+        except RetryableError:
+            return  # asked again at the next tick
+
+    def _state_lost(self, partitions: list[int]) -> None:
+        """Stop: Redis lost the namespace under this process.
+
+        An offset the namespace held vanishes only when Redis lost its data
+        (or someone deleted the namespace). The events applied since started
+        their contacts afresh, so that partial state is wrong: it is deleted,
+        and the process stops. The next start finds no state and builds every
+        partition from the topic (`_start_offset`).
+        """
+        namespace = self.store.namespace
+        dropped = self.namespaces.drop(namespace)
+        self._log.error(
+            "state_lost", namespace=namespace, partitions=partitions, dropped=dropped
+        )
+        raise StateLost(
+            f"Redis lost the state of namespace {namespace!r} (partitions "
+            f"{partitions} had no offset any more): the partial state written "
+            "since is deleted; start again to rebuild every partition from the topic"
+        )
 
     def _high_watermark(self, consumer: Consumer, partition: int) -> int | None:
         """Return a partition's high watermark, from the last fetch if known.

@@ -121,8 +121,9 @@ return 0
 
 # Raise a stored offset, never lower it (a zombie cannot move it back).
 _RAISE_OFFSET = """
-local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
-if tonumber(ARGV[2]) > current then
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw and ARGV[3] == '1' then return 0 end
+if tonumber(ARGV[2]) > tonumber(raw or '-1') then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 end
 return 1
@@ -332,12 +333,21 @@ class Store:
 
     # -- offsets -------------------------------------------------------------
 
-    def raise_offset(self, topic: str, partition: int, next_offset: int) -> None:
-        """Record the next offset to read for a partition, if it is higher."""
+    def raise_offset(
+        self, topic: str, partition: int, next_offset: int, *, kept: bool = False
+    ) -> bool:
+        """Record the next offset to read for a partition, if it is higher.
+
+        With ``kept`` the caller knows the namespace held an offset for the
+        partition; if it is gone (Redis lost its data), nothing is written
+        and False comes back.
+        """
         with _translated("store offset"):
-            self._raise_offset(
-                keys=[self.offsets_key], args=[f"{topic}:{partition}", next_offset]
+            written: Any = self._raise_offset(
+                keys=[self.offsets_key],
+                args=[f"{topic}:{partition}", next_offset, "1" if kept else "0"],
             )
+        return bool(int(written))
 
     def stored_offset(self, topic: str, partition: int) -> int | None:
         """Return the next offset to read that Redis holds, if any."""

@@ -284,3 +284,32 @@ def test_a_recreated_topic_is_refused_not_silently_skipped(
     assert process.wait(60) == 1
     log = log_of(process)
     assert "the topic was recreated or truncated" in log, log[-2000:]
+
+
+def test_state_lost_under_a_running_consumer_is_noticed_and_rebuilt(
+    make_env: MakeEnv, private_redis: PrivateRedis
+) -> None:
+    """Redis empties itself (FLUSHALL, as a restart without persistence
+    does) under a running consumer, and events keep coming: the consumer
+    notices, deletes what it wrote since, and stops; the next start builds
+    every partition from the topic and ends in the state of a pure fold."""
+    env = make_env("flushed", redis_url=private_redis.url)
+    events = synthetic_events(100, 1000, seed=37, now_ms=OLD)
+    more = synthetic_events(100, 50, seed=38, now_ms=OLD)
+    produce(env.bootstrap, env.topic, events)
+    totals = high_watermarks(env.bootstrap, env.topic)
+    client = private_redis.client()
+    process = env.start()
+    try:
+        wait_for_offsets(client, env.namespace, env.topic, totals)
+        client.flushall()
+        produce(env.bootstrap, env.topic, more)
+        assert process.wait(30) == 1, "the consumer must stop"
+    finally:
+        kill_hard(process)
+    assert '"state_lost"' in log_of(process)
+
+    env.run_until_caught_up()
+    assert_same_states(
+        snapshot(client, env.namespace), expected_snapshot(events + more)
+    )
