@@ -22,6 +22,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from consumer.errors import ConfigError
+
 REGISTRY = CollectorRegistry()
 
 EVENTS = Counter(
@@ -159,7 +161,13 @@ class HealthServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        try:
+            self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve /healthz on {self.host}:{self.port}: {exc.strerror} "
+                "(set LIFECYCLE_HEALTH_PORT, or --health-port)"
+            ) from exc
         self.port = self._server.server_address[1]
         thread = threading.Thread(
             target=self._server.serve_forever, name="health", daemon=True

@@ -25,6 +25,7 @@ export LIFECYCLE_TOPIC=${LIFECYCLE_TOPIC:-lifecycle.events}
 export LIFECYCLE_HEALTH_PORT=${LIFECYCLE_HEALTH_PORT:-0}
 
 email_flags=()
+CRISP_WEBSITE_ID_GIVEN=${CRISP_WEBSITE_ID:-}
 if [[ -n ${CRISP_WEBSITE_ID:-} ]]; then
     say "syncing to the Crisp website in CRISP_WEBSITE_ID (real Crisp)"
     say "the data sets carry no emails: contacts wait for an identity"
@@ -81,5 +82,11 @@ Where to look next:
   .venv/bin/crisp-lifecycle report --json --namespace ${LIFECYCLE_NAMESPACE} --redis-url ${LIFECYCLE_REDIS_URL}
   curl -s http://127.0.0.1:${SANDBOX_PORT:-8765}/_sandbox/profiles | head -c 600
   curl -s http://127.0.0.1:${SANDBOX_PORT:-8765}/_sandbox/requests | head -c 600
-The services keep running; 'make services-down' stops them.
+To run other commands (run, replay, outbox ...) against the same services:
+  export LIFECYCLE_BOOTSTRAP=${LIFECYCLE_BOOTSTRAP} LIFECYCLE_REDIS_URL=${LIFECYCLE_REDIS_URL}
+  export LIFECYCLE_TOPIC=${LIFECYCLE_TOPIC} LIFECYCLE_NAMESPACE=${LIFECYCLE_NAMESPACE} LIFECYCLE_GROUP=${LIFECYCLE_GROUP}
 TXT
+if [[ -z ${CRISP_WEBSITE_ID_GIVEN:-} ]]; then
+    echo "  set -a; . ${RUN_DIR}/sandbox/sandbox.env; set +a   # the sandbox's CRISP_* settings"
+fi
+echo "The services keep running; 'make services-down' stops them."
