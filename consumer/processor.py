@@ -15,7 +15,7 @@ due; the caller decides the clock (see `consumer.service`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from consumer.engine import (
     ContactState,
@@ -186,7 +186,7 @@ class Processor:
                 outcome = _Outcome(
                     record.contact_id, transitions=list(step.transitions)
                 )
-                outcome.write = self._write(
+                write = self._write(
                     record,
                     partition,
                     record.offset,
@@ -195,6 +195,10 @@ class Processor:
                     None,
                     moved=bool(step.transitions),
                 )
+                # The index holds this contact, whatever its state says (a
+                # crash can leave an entry): a state with no timer left
+                # removes it, or it would stay due for ever.
+                outcome.write = replace(write, had_timer=True)
                 outcomes.append(outcome)
             announce([t for o in outcomes for t in o.transitions])
             writes = [o.write for o in outcomes if o.write is not None]

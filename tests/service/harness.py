@@ -79,14 +79,21 @@ class ServiceEnv(Deployment):
     def cli(self, *args: str, timeout_s: float = 60) -> str:
         """Run ``crisp-lifecycle ARGS`` to the end, expect exit 0, return
         what it printed."""
-        done = subprocess.run(
-            [sys.executable, "-m", "consumer", *args],
-            env=self.environ(),
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "consumer", *args],
+                env=self.environ(),
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+            )
+        except subprocess.TimeoutExpired as exc:
+            tail = exc.stderr.decode(errors="replace") if exc.stderr else ""
+            raise AssertionError(
+                f"{' '.join(args)} still running after {timeout_s:.0f} s; "
+                f"its log ends:\n{tail[-4000:]}"
+            ) from None
         assert done.returncode == 0, done.stdout + done.stderr[-3000:]
         return done.stdout
 
