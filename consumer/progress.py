@@ -23,6 +23,7 @@ class Progress:
         self.tty = self.stream.isatty()
         self._first: dict[int, tuple[int, float]] = {}
         self._last_log = 0.0
+        self._rows: list[tuple[int, int, int, float, float | None]] = []
 
     def update(self, next_offsets: Mapping[int, int], highs: Mapping[int, int]) -> None:
         """Report where each partition stands."""
@@ -38,26 +39,32 @@ class Progress:
             rows.append((partition, done, total, rate, eta_s))
         if not rows:
             return
+        self._rows = rows
         if self.tty:
             parts = [f"p{p} {d}/{t} {r:,.0f}/s eta {_eta(e)}" for p, d, t, r, e in rows]
             self.stream.write("\r" + " | ".join(parts) + "\x1b[K")
             self.stream.flush()
         elif now - self._last_log >= LOG_EVERY_S:
             self._last_log = now
-            for partition, done, total, rate, eta_s in rows:
-                self.log.info(
-                    "replay_progress",
-                    partition=partition,
-                    done=done,
-                    total=total,
-                    events_per_s=round(rate),
-                    eta_s=None if eta_s is None else round(eta_s),
-                )
+            self._log_rows()
+
+    def _log_rows(self) -> None:
+        for partition, done, total, rate, eta_s in self._rows:
+            self.log.info(
+                "replay_progress",
+                partition=partition,
+                done=done,
+                total=total,
+                events_per_s=round(rate),
+                eta_s=None if eta_s is None else round(eta_s),
+            )
 
     def close(self) -> None:
-        """End the terminal line."""
+        """End the terminal line, or log where each partition ended."""
         if self.tty and self._first:
             self.stream.write("\n")
+        elif not self.tty and self._rows:
+            self._log_rows()
 
 
 def _eta(seconds: float | None) -> str:
