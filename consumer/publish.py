@@ -64,9 +64,11 @@ class Publisher:
             )
 
     def dead_letter(self, message: Message, reason: str, error: str) -> None:
-        """Queue the original bytes of a message with why it was set aside."""
+        """Queue the original bytes and headers of a message, with why it
+        was set aside and where it came from."""
         source = f"{message.topic()}/{message.partition()}/{message.offset()}"
         headers: list[tuple[str, str | bytes | None]] = [
+            *(message.headers() or []),
             (HEADER_REASON, reason.encode()),
             (HEADER_ERROR, error.encode()[:1000]),
             (HEADER_SOURCE, source.encode()),

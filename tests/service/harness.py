@@ -127,8 +127,10 @@ def produce(
     events: Iterable[Event],
     *,
     raw: Iterable[tuple[bytes | None, bytes | None]] = (),
+    headers: list[tuple[str, bytes]] | None = None,
 ) -> None:
-    """Produce events (Avro, keyed by contact) and raw key/value pairs."""
+    """Produce events (Avro, keyed by contact) and raw key/value pairs, the
+    raw ones with ``headers``."""
     codec = EventCodec(None)
     producer = Producer(
         {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5}
@@ -137,7 +139,7 @@ def produce(
         producer.produce(topic, codec.encode(event), event.contact_id.encode())
         producer.poll(0)
     for key, value in raw:
-        producer.produce(topic, value, key)
+        producer.produce(topic, value, key, headers=headers)
     assert producer.flush(30) == 0
 
 

@@ -39,6 +39,7 @@ from tests.service.harness import (
 
 NOW = int(time.time() * 1000)
 DAY = 86_400_000
+TRACE = [("trace-id", b"t-1")]
 
 
 def good(index: int, contact: str = "c-good", name: str = "Page:Viewed") -> Event:
@@ -109,7 +110,7 @@ def test_each_poison_message_is_dead_lettered_with_reason_and_bytes(
     # so they share a partition and its order.
     for index, (key, value) in enumerate(poison.values()):
         produce(env.bootstrap, env.topic, [goods[index]])
-        produce(env.bootstrap, env.topic, [], raw=[(key, value)])
+        produce(env.bootstrap, env.topic, [], raw=[(key, value)], headers=TRACE)
     produce(env.bootstrap, env.topic, [goods[-1]])
 
     env.run_until_caught_up()
@@ -135,6 +136,7 @@ def test_each_poison_message_is_dead_lettered_with_reason_and_bytes(
         headers = by_value[value]
         assert headers[HEADER_REASON].decode() == expected_reasons[kind], kind
         assert headers[HEADER_SOURCE].decode().startswith(env.topic + "/")
+        assert headers["trace-id"] == b"t-1", f"{kind} lost its own headers"
     near_miss = next(m for m in letters if m.value() == misspelt)
     assert b"Order:Completed" in dict(m for m in near_miss.headers())["lifecycle.error"]
 
