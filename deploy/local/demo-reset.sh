@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Forget the demo: delete its topics, its Redis namespace and its group.
+# Forget the demo: delete its topics, its Redis namespace and its groups.
 set -euo pipefail
 
 SERVICE=demo-reset
@@ -29,7 +29,10 @@ for topic, future in admin.delete_topics(
 ).items():
     future.result()
     print(f"deleted topic {topic}")
-for name, future in admin.delete_consumer_groups([group]).items():
+# The demo's group and those its replays made (kept when one was stopped).
+listed = admin.list_consumer_groups().result(timeout=30).valid
+groups = [group] + [g.group_id for g in listed if g.group_id.startswith(group + ".replay.")]
+for name, future in admin.delete_consumer_groups(groups).items():
     try:
         future.result()
         print(f"deleted group {name}")
