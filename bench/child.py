@@ -173,7 +173,9 @@ class Child:
             if now >= next_rss:
                 next_rss = now + RSS_EVERY_S
                 rss = _rss_mb(pid)
-                if rss is not None:
+                # Caught between fork and exec, the child has next to no
+                # resident set: such a sample measures nothing.
+                if rss is not None and round(rss, 1) > 0:
                     result.rss_mb.append((round(now, 2), round(rss, 1)))
                 if self.every_second is not None:
                     self.every_second()
