@@ -6,7 +6,8 @@
 #
 # Environment:
 #   REDIS_CLUSTER_PORTS   node ports on 127.0.0.1 (default "7101 7102 7103");
-#                         each node also binds its cluster bus on port + 10000
+#                         each node also binds its cluster bus on port + 10000,
+#                         so each must be at most 55535
 #
 # Three primaries, no replicas, created with `redis-cli --cluster create`.
 # Uses Debian's redis-server and redis-cli from PATH (deploy/local/redis.sh
@@ -20,6 +21,12 @@ SERVICE=redis-cluster
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 read -ra PORTS <<<"${REDIS_CLUSTER_PORTS:-7101 7102 7103}"
+for port in "${PORTS[@]}"; do
+    # The cluster bus takes port + 10000, which must itself be a port.
+    if [[ ! ${port} =~ ^[0-9]+$ ]] || ((port < 1 || port > 55535)); then
+        die "REDIS_CLUSTER_PORTS: ${port} is not a port from 1 to 55535 (the bus uses port + 10000)"
+    fi
+done
 STATE_DIR=${RUN_DIR}/redis-cluster
 START_TIMEOUT_S=30
 
