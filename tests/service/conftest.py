@@ -69,6 +69,9 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        """Start the server (again); nothing to do while it runs."""
+        if self.process is not None and self.process.poll() is None:
+            return
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not on PATH; run `make services-up`"
         self.process = subprocess.Popen(

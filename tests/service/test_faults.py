@@ -10,16 +10,19 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable
 
 import redis
 from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from consumer.codec import TransitionCodec
+from consumer.events import Event
 from consumer.store import Namespaces
 from tests.service.conftest import MakeEnv, PrivateKafka, PrivateRedis
 from tests.service.harness import (
     DAY_MS,
+    ServiceEnv,
     assert_same_states,
     expected_snapshot,
     fold,
@@ -90,33 +93,55 @@ def test_three_consumers_one_killed_one_added_match_one_consumer(
     assert_same_states(snapshot(redis_client, group.namespace), expected)
 
 
+def outlive_a_redis_fault(
+    env: ServiceEnv,
+    private_redis: PrivateRedis,
+    events: list[Event],
+    *,
+    strike: Callable[[], None],
+    heal: Callable[[], None],
+    seconds: float,
+) -> str:
+    """Run the consumer over ``events``, strike Redis a quarter of the way
+    through, heal it ``seconds`` later; return the log once every offset is
+    stored and no timer is due."""
+    produce(env.bootstrap, env.topic, events)
+    totals = high_watermarks(env.bootstrap, env.topic)
+    client = private_redis.client()
+    process = env.start()
+    try:
+        wait_for_offsets(client, env.namespace, env.topic, totals, part=0.25)
+        strike()
+        time.sleep(seconds)
+        assert process.poll() is None, "the consumer must wait, not exit"
+        heal()
+        client = private_redis.client()
+        wait_for_offsets(client, env.namespace, env.topic, totals)
+        wait_for_timers(client, env.namespace, env.topic, totals)
+        return log_of(process)
+    finally:
+        heal()
+        process.terminate()
+        process.wait(60)
+
+
 def test_redis_down_mid_stream_waits_and_resumes(
-    make_env: MakeEnv, private_redis: PrivateRedis, redis_client: redis.Redis
+    make_env: MakeEnv, private_redis: PrivateRedis
 ) -> None:
     """With Redis stopped for a while, nothing is skipped and nothing doubled."""
     faulty = make_env(
         "outage", redis_url=private_redis.url, extra={"LIFECYCLE_BATCH_SIZE": "50"}
     )
     events = synthetic_events(200, 4000, seed=5, now_ms=OLD)
-    produce(faulty.bootstrap, faulty.topic, events)
-    totals = high_watermarks(faulty.bootstrap, faulty.topic)
-    client = private_redis.client()
-    process = faulty.start()
-    try:
-        wait_for_offsets(client, faulty.namespace, faulty.topic, totals, part=0.25)
-        private_redis.stop()
-        time.sleep(6)
-        assert process.poll() is None, "the consumer must wait, not exit"
-        private_redis.start()
-        client = private_redis.client()
-        wait_for_offsets(client, faulty.namespace, faulty.topic, totals)
-        wait_for_timers(client, faulty.namespace, faulty.topic, totals)
-        log = log_of(process)
-    finally:
-        process.terminate()
-        process.wait(60)
+    log = outlive_a_redis_fault(
+        faulty,
+        private_redis,
+        events,
+        strike=private_redis.stop,
+        heal=private_redis.start,
+        seconds=6,
+    )
     assert "transient_failure" in log, "the outage must have been seen"
-
     assert_same_states(
         snapshot(private_redis.client(), faulty.namespace), expected_snapshot(events)
     )
@@ -132,25 +157,18 @@ def test_redis_hanging_past_the_socket_timeout_changes_nothing(
         "hang", redis_url=private_redis.url, extra={"LIFECYCLE_BATCH_SIZE": "50"}
     )
     events = synthetic_events(300, 12000, seed=13, now_ms=OLD)
-    produce(faulty.bootstrap, faulty.topic, events)
-    totals = high_watermarks(faulty.bootstrap, faulty.topic)
-    client = private_redis.client()
-    process = faulty.start()
-    try:
-        wait_for_offsets(client, faulty.namespace, faulty.topic, totals, part=0.25)
-        private_redis.freeze()
-        time.sleep(13)
-        assert process.poll() is None, "the consumer must wait, not exit"
-        private_redis.thaw()
-        wait_for_offsets(client, faulty.namespace, faulty.topic, totals)
-        wait_for_timers(client, faulty.namespace, faulty.topic, totals)
-        log = log_of(process)
-    finally:
-        private_redis.thaw()
-        process.terminate()
-        process.wait(60)
+    log = outlive_a_redis_fault(
+        faulty,
+        private_redis,
+        events,
+        strike=private_redis.freeze,
+        heal=private_redis.thaw,
+        seconds=13,
+    )
     assert "Timeout reading from" in log, "the hang must have been seen"
-    assert_same_states(snapshot(client, faulty.namespace), expected_snapshot(events))
+    assert_same_states(
+        snapshot(private_redis.client(), faulty.namespace), expected_snapshot(events)
+    )
 
 
 def test_broker_killed_mid_stream_loses_nothing(
